@@ -1,3 +1,27 @@
-"""ride: the recurrent image density estimator (Theis & Bethge, 2015)."""
+"""ride: the recurrent image density estimator (Theis & Bethge, 2015).
+
+Public names
+------------
+MCGSM
+    Mixture of conditional Gaussian scale mixtures, ``p(y | x)``.
+WhiteningPreconditioner
+    Conditional whitening of input/output pairs.
+load, save
+    HDF5 persistence for every ``ride`` model.
+"""
+
+from ._validation import ConvergenceWarning, NotFittedError
+from .io import load, save
+from .mcgsm import MCGSM
+from .preconditioner import WhiteningPreconditioner
 
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "MCGSM",
+    "WhiteningPreconditioner",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "load",
+    "save",
+]

@@ -1,12 +1,20 @@
 """The one place where numba options are set.
 
-Every jitted kernel in ``ride`` is decorated with :data:`jit` or
-:data:`jit_parallel`.  ``fastmath`` is deliberately off: the flags that assume
-no NaN or inf would make ``np.isnan`` lie and hide numerical trouble.
+Every jitted kernel in ``ride`` is decorated with one of the decorators below.
+The fastmath flags that assume no NaN or inf (``nnan``, ``ninf``) are never
+used: they would make ``np.isnan`` lie and hide numerical trouble.
+
+``jit_reduce`` allows only re-association and fused multiply-add, which lets
+LLVM vectorise sums and dot products.  It changes the rounding of a sum, not
+its meaning, and the order is fixed by the code, so results stay
+deterministic.
 """
 
 import numba
 
 jit = numba.njit(cache=True, nogil=True, fastmath=False)
 jit_parallel = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
+jit_reduce = numba.njit(
+    cache=True, nogil=True, fastmath={"reassoc", "contract"}, parallel=True
+)
 prange = numba.prange

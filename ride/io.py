@@ -1,0 +1,98 @@
+"""HDF5 persistence for ``ride`` models.
+
+Every file carries a ``ride_format`` version and the class name of the object
+it stores.  Saving writes a temporary file in the target directory and renames
+it over the destination, so an interrupted save never leaves a half-written
+model behind.
+"""
+
+import os
+import tempfile
+
+import h5py
+
+__all__ = ["save", "load", "FORMAT_VERSION"]
+
+#: Version of the on-disk layout; bump when it changes incompatibly.
+FORMAT_VERSION = 1
+
+
+def _registry():
+    from .mcgsm import MCGSM
+    from .preconditioner import WhiteningPreconditioner
+
+    classes = {"MCGSM": MCGSM, "WhiteningPreconditioner": WhiteningPreconditioner}
+    try:
+        from .model import RIDE
+    except ImportError:  # pragma: no cover - the estimator is optional here
+        pass
+    else:
+        classes["RIDE"] = RIDE
+    return classes
+
+
+def save(obj, path):
+    """Write a ``ride`` object to an HDF5 file, atomically.
+
+    Parameters
+    ----------
+    obj : MCGSM, WhiteningPreconditioner or RIDE
+        Any object with a ``_to_hdf5(group)`` method.
+    path : str or os.PathLike
+        Destination.  An existing file is replaced only once the new one has
+        been written completely.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(
+        prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["ride_format"] = FORMAT_VERSION
+            obj._to_hdf5(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path):
+    """Read an object written by :func:`save`.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an HDF5 file, is truncated, was not written by
+        ``ride``, or has a newer format version.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such file: {path!r}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"{path!r} is not a readable HDF5 file (truncated or corrupt?): {error}"
+        ) from None
+    with f:
+        version = f.attrs.get("ride_format")
+        name = f.attrs.get("class")
+        if version is None or name is None:
+            raise ValueError(f"{path!r} is an HDF5 file but not a saved ride model.")
+        if int(version) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r} has ride format {int(version)}, newer than this "
+                f"library's {FORMAT_VERSION}; upgrade ride to read it."
+            )
+        classes = _registry()
+        if name not in classes:
+            raise ValueError(f"{path!r} stores an unknown ride class {name!r}.")
+        try:
+            return classes[name]._from_hdf5(f)
+        except (KeyError, OSError) as error:
+            raise ValueError(
+                f"{path!r} is incomplete or corrupt ({error})."
+            ) from None
