@@ -14,10 +14,16 @@ from ._validation import ConvergenceWarning, NotFittedError
 from .io import load, save
 from .mcgsm import MCGSM
 from .preconditioner import WhiteningPreconditioner
+from .model import RIDE
+from .slstm import SpatialLSTM
+from .patch import PatchRIDE
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "RIDE",
+    "SpatialLSTM",
+    "PatchRIDE",
     "MCGSM",
     "WhiteningPreconditioner",
     "ConvergenceWarning",
