@@ -13,19 +13,22 @@ import math
 
 import numpy as np
 
-from ._numba import jit_reduce, prange
+from ._numba import jit_reduce, jit_reduce_serial, prange
 
 #: Shifted log-weights are clamped here before ``exp``: ``exp(-700)`` is still a
 #: normal double (about 1e-304), so the clamp is invisible in a sum whose largest
 #: term is 1, and it keeps numpy's SIMD ``exp`` off its slow underflow path.
 LOG_WEIGHT_FLOOR = -700.0
 
+#: Below this many samples the serial kernels are used: waking the thread pool
+#: costs more than the work.
+PARALLEL_THRESHOLD = 2048
+
 #: Samples per work item of the parallel loops.  Partial sums are kept per
 #: block and added in block order, so results do not depend on thread count.
 BLOCK_SIZE = 256
 
 
-@jit_reduce
 def mixture_logits(
     stacked,
     weights_sq,
@@ -114,7 +117,6 @@ def mixture_logits(
         max_joint[n] = top_joint
 
 
-@jit_reduce
 def mixture_reduce(
     gate,
     joint,
@@ -227,3 +229,10 @@ def mixture_reduce(
                         part_cholesky[block, c, d, e] -= t7 * residual[d] * white[e]
                     grad_proj[n, c * dim_out + d] = t7 * acc
                     part_cholesky[block, c, d, d] += p_comp / cholesky_factors[c, d, d]
+
+
+# Parallel kernels for large inputs and serial twins (same code) for small ones.
+mixture_logits_parallel = jit_reduce(mixture_logits)
+mixture_logits_serial = jit_reduce_serial(mixture_logits)
+mixture_reduce_parallel = jit_reduce(mixture_reduce)
+mixture_reduce_serial = jit_reduce_serial(mixture_reduce)

@@ -17,4 +17,8 @@ jit_parallel = numba.njit(cache=True, nogil=True, fastmath=False, parallel=True)
 jit_reduce = numba.njit(
     cache=True, nogil=True, fastmath={"reassoc", "contract"}, parallel=True
 )
+#: Serial twin of ``jit_reduce`` for inputs too small to repay waking threads.
+jit_reduce_serial = numba.njit(
+    cache=True, nogil=True, fastmath={"reassoc", "contract"}, parallel=False
+)
 prange = numba.prange

@@ -12,7 +12,7 @@ import time
 import warnings
 
 import numpy as np
-from scipy import linalg, optimize
+from scipy import optimize
 
 from . import _mcgsm_kernels as kernels
 from ._threads import single_threaded_blas
@@ -337,7 +337,14 @@ class MCGSM:
             max_gate = np.empty(m)
             max_joint = np.empty(m)
             sq_norm = np.empty((m, K))
-            kernels.mixture_logits(
+            serial = m < kernels.PARALLEL_THRESHOLD
+            logits_kernel = (
+                kernels.mixture_logits_serial if serial else kernels.mixture_logits_parallel
+            )
+            reduce_kernel = (
+                kernels.mixture_reduce_serial if serial else kernels.mixture_reduce_parallel
+            )
+            logits_kernel(
                 stacked,
                 weights_sq,
                 y,
@@ -362,7 +369,7 @@ class MCGSM:
             part_priors = np.zeros(shape_b)
             part_scales = np.zeros(shape_b)
             part_chol = np.zeros(shape_b[:2] + (D, D))
-            kernels.mixture_reduce(
+            reduce_kernel(
                 gate,
                 joint,
                 max_gate,
@@ -586,15 +593,15 @@ class MCGSM:
             components = self._check_labels(labels, N)
             scale_index = _sample_categorical(gate[np.arange(N), components], rng)
         noise = rng.standard_normal((N, D))
-        samples = np.empty((N, D))
-        for c in np.unique(components):
-            rows = np.flatnonzero(components == c)
-            # v ~ N(0, (L L^T)^-1) by solving L^T v = z
-            v = linalg.solve_triangular(
-                self.cholesky_factors[c], noise[rows].T, trans="T", lower=True
-            ).T
-            std = np.exp(-0.5 * self.scales[c, scale_index[rows]])[:, None]
-            samples[rows] = v * std + X[rows] @ self.predictors[c].T + self.means[c]
+        # v ~ N(0, (L L^T)^-1) by solving L_c^T v = z for every row at once
+        factors = self.cholesky_factors[components]
+        if D == 1:
+            v = noise / factors[:, 0]
+        else:
+            v = np.linalg.solve(np.swapaxes(factors, 1, 2), noise[:, :, None])[:, :, 0]
+        std = np.exp(-0.5 * self.scales[components, scale_index])[:, None]
+        mean = np.einsum("ndi,ni->nd", self.predictors[components], X)
+        samples = v * std + mean + self.means[components]
         return samples
 
     def sample_prior(self, X, random_state=None):
