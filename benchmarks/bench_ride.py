@@ -10,7 +10,9 @@ float64 matrix-multiply rate measured in the same run.
 Run:  python benchmarks/bench_ride.py
 """
 
+import cProfile
 import os
+import pstats
 import sys
 import time
 
@@ -21,7 +23,52 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_time, matmul_rate  # noqa: E402
 
 from ride import RIDE  # noqa: E402
+from ride._threads import single_threaded_blas  # noqa: E402
 from ride.datasets import dead_leaves  # noqa: E402
+
+
+def stage_profile(model, images):
+    """Seconds spent in each stage of one training pass over ``images``."""
+    times = {}
+
+    def timed(name, function):
+        start = time.perf_counter()
+        result = function()
+        times[name] = times.get(name, 0.0) + time.perf_counter() - start
+        return result
+
+    with single_threaded_blas():
+        inputs, outputs = timed("extract + whiten", lambda: model._preprocess(images))
+        for batch in range(0, len(images), model.batch_size):
+            x = inputs[batch:batch + model.batch_size]
+            y = outputs[batch:batch + model.batch_size]
+            hidden, caches = timed("LSTM forward",
+                                   lambda: model._layer_forward(x, keep=True))
+            h = hidden.reshape(-1, hidden.shape[-1])
+            _, _, grad_h, _ = timed("MCGSM loglik + gradients",
+                                    lambda: model.mcgsm_._forward_backward(
+                                        h, y.reshape(-1, y.shape[-1]), True, True))
+            timed("LSTM backward", lambda: model._layer_backward(
+                caches, grad_h.reshape(hidden.shape), 0))
+    return times
+
+
+def sample_profile(model, images):
+    """Share of ``sample`` time per function group, from cProfile."""
+    profiler = cProfile.Profile()
+    profiler.runcall(model.sample, images, random_state=0, return_loglik=True)
+    stats = pstats.Stats(profiler).stats
+    total = sum(v[2] for v in stats.values())
+    groups = {"LSTM step": "slstm_step", "MCGSM sample": "sample",
+              "MCGSM loglik of the draw": "_forward_backward",
+              "whitening maps": "transform"}
+    shares = {}
+    for label, name in groups.items():
+        cumulative = max((v[3] for k, v in stats.items() if k[2] == name and
+                          "ride" in k[0] and (name != "sample" or "mcgsm" in k[0])),
+                         default=0.0)
+        shares[label] = cumulative
+    return shares, total
 
 
 def main(num_images=16, size=64):
@@ -63,6 +110,16 @@ def main(num_images=16, size=64):
         achieved = rate * flops[label.split(" (")[0]]
         print(f"{label:24s} {rate:12,.0f} {unit}/s   {achieved / 1e9:6.1f} GFLOP/s "
               f"= {achieved / gemm:6.1%} of matmul")
+
+    print("\nwhere the time goes in one training pass (no optimiser step):")
+    times = stage_profile(model, images[..., None])
+    total = sum(times.values())
+    for name, seconds in times.items():
+        print(f"  {name:28s} {seconds * 1e3:8.1f} ms  {seconds / total:6.1%}")
+    print("where the time goes in sample (cProfile, cumulative; overheads included):")
+    shares, total = sample_profile(model, small[:, :16, :16])
+    for name, seconds in shares.items():
+        print(f"  {name:28s} {seconds * 1e3:8.1f} ms  {seconds / total:6.1%}")
 
 
 if __name__ == "__main__":

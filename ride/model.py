@@ -863,12 +863,12 @@ class RIDE(BaseEstimator):
             raise ValueError(f"min_values {low} exceed max_values {high}.")
         rng = self._rng if random_state is None else check_random_state(random_state)
         with single_threaded_blas():
-            samples, loglik = self._sample(array, mask, low, high, rng)
+            samples, loglik = self._sample(array, mask, low, high, rng, return_loglik)
         if was_3d:
             samples = samples[..., 0]
         return (samples, loglik) if return_loglik else samples
 
-    def _sample(self, out, mask, low, high, rng):
+    def _sample(self, out, mask, low, high, rng, want_loglik=False):
         N, _, _, C = out.shape
         R, Q = output_grid_shape(out.shape, self.input_mask_.shape)
         i_off, j_off = output_offset(self.output_mask_)
@@ -909,6 +909,8 @@ class RIDE(BaseEstimator):
                     y = np.clip(y, low, high)
                     y_white = y if pre is None else pre.transform(x[rows], y)[1]
                 out[rows, i + i_off, j + j_off, :] = y
+                if not want_loglik:
+                    continue
                 loglik[rows, i, j] = self.mcgsm_._forward_backward(
                     np.ascontiguousarray(h[rows]), np.ascontiguousarray(y_white),
                     False, False,
