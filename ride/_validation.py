@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "check_array",
+    "check_pair",
     "check_random_state",
     "check_positive_int",
     "NotFittedError",
@@ -121,6 +122,24 @@ def check_array(
             f"{tuple(int(i) for i in bad)}); remove or impute them first."
         )
     return out
+
+
+def check_pair(X, Y, dim_in=None, dim_out=None, names=("X", "Y")):
+    """Validate float64 data rows ``X (N, dim_in)`` and, if given, ``Y (N, dim_out)``.
+
+    Returns ``X`` alone when ``Y`` is None, otherwise ``(X, Y)``; both are
+    C-contiguous float64 arrays with the same number of rows.
+    """
+    X = check_array(X, names[0], ndim=2, width=dim_in, allow_float32=False)
+    if Y is None:
+        return X
+    Y = check_array(Y, names[1], ndim=2, width=dim_out, allow_float32=False)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of rows "
+            f"(samples), got {X.shape[0]} and {Y.shape[0]}."
+        )
+    return X, Y
 
 
 def check_random_state(random_state):

@@ -19,6 +19,7 @@ from ._threads import single_threaded_blas
 from ._validation import (
     ConvergenceWarning,
     check_array,
+    check_pair,
     check_positive_int,
     check_random_state,
 )
@@ -255,16 +256,7 @@ class MCGSM:
     # -------------------------------------------------------------- validation
 
     def _check_data(self, X, Y=None, names=("X", "Y")):
-        X = check_array(X, names[0], ndim=2, width=self.dim_in, allow_float32=False)
-        if Y is None:
-            return X
-        Y = check_array(Y, names[1], ndim=2, width=self.dim_out, allow_float32=False)
-        if X.shape[0] != Y.shape[0]:
-            raise ValueError(
-                f"{names[0]} and {names[1]} must have the same number of rows "
-                f"(samples), got {X.shape[0]} and {Y.shape[0]}."
-            )
-        return X, Y
+        return check_pair(X, Y, self.dim_in, self.dim_out, names)
 
     # ------------------------------------------------------------------- core
 

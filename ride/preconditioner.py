@@ -7,7 +7,7 @@ raw pixels is the density of the whitened ones plus a constant log-Jacobian.
 
 import numpy as np
 
-from ._validation import NotFittedError, check_array
+from ._validation import NotFittedError, check_pair
 
 __all__ = ["WhiteningPreconditioner"]
 
@@ -74,13 +74,7 @@ class WhiteningPreconditioner:
         -------
         self
         """
-        X = check_array(X, "X", ndim=2, allow_float32=False)
-        Y = check_array(Y, "Y", ndim=2, allow_float32=False)
-        if X.shape[0] != Y.shape[0]:
-            raise ValueError(
-                f"X and Y must have the same number of rows, got {X.shape[0]} "
-                f"and {Y.shape[0]}."
-            )
+        X, Y = check_pair(X, Y)
         if X.shape[0] < 2:
             raise ValueError(
                 f"Fitting a whitening needs at least 2 samples, got {X.shape[0]}."
@@ -135,16 +129,8 @@ class WhiteningPreconditioner:
 
     def _check(self, X, Y, names=("X", "Y")):
         self._check_fitted()
-        X = check_array(X, names[0], ndim=2, width=self.dim_in, allow_float32=False)
-        if Y is None:
-            return X, None
-        Y = check_array(Y, names[1], ndim=2, width=self.dim_out, allow_float32=False)
-        if X.shape[0] != Y.shape[0]:
-            raise ValueError(
-                f"{names[0]} and {names[1]} must have the same number of rows, got "
-                f"{X.shape[0]} and {Y.shape[0]}."
-            )
-        return X, Y
+        checked = check_pair(X, Y, self.dim_in, self.dim_out, names)
+        return (checked, None) if Y is None else checked
 
     def transform(self, X, Y=None):
         """Whiten: return ``X'`` (and ``Y'`` if ``Y`` is given), same shapes."""
