@@ -22,12 +22,10 @@ def _registry():
     from .preconditioner import WhiteningPreconditioner
 
     classes = {"MCGSM": MCGSM, "WhiteningPreconditioner": WhiteningPreconditioner}
-    try:
-        from .model import RIDE
-    except ImportError:  # pragma: no cover - the estimator is optional here
-        pass
-    else:
-        classes["RIDE"] = RIDE
+    from .model import RIDE
+    from .patch import PatchRIDE
+
+    classes.update(RIDE=RIDE, PatchRIDE=PatchRIDE)
     return classes
 
 

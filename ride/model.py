@@ -375,7 +375,14 @@ class RIDE(BaseEstimator):
             if len(x) > _MAX_WHITENING_SAMPLES:
                 keep = rng.choice(len(x), _MAX_WHITENING_SAMPLES, replace=False)
                 x, y = x[keep], y[keep]
-            preconditioner = WhiteningPreconditioner().fit(x, y)
+            try:
+                preconditioner = WhiteningPreconditioner().fit(x, y)
+            except ValueError as error:
+                raise ValueError(
+                    f"Cannot whiten the causal neighbourhoods of these images: {error} "
+                    "Are the images (nearly) constant? Dequantise 8-bit data "
+                    "(ride.datasets.dequantize) or pass precondition=False."
+                ) from None
         num_inputs = int(mask_positions(input_mask, num_channels).shape[0])
         layers = []
         for index in range(self.num_layers):
@@ -1026,7 +1033,7 @@ class RIDE(BaseEstimator):
         save(self, path)
 
     def _to_hdf5(self, group):
-        group.attrs["class"] = "RIDE"
+        group.attrs["class"] = type(self).__name__
         hyper = group.create_group("hyperparameters")
         for name, value in self.get_params().items():
             if name == "random_state":

@@ -359,3 +359,8 @@ def test_bad_input_raises_and_leaves_the_model_unchanged(grey_model, colour_mode
     with pytest.raises(ValueError, match="odd"):
         small_model(nb_size=4).fit(images)
     assert pickle.dumps(model) == state
+
+
+def test_constant_images_give_a_clear_error():
+    with pytest.raises(ValueError, match="Cannot whiten.*constant"):
+        small_model().fit(np.ones((4, 6, 6)))

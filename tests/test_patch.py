@@ -83,3 +83,14 @@ def test_bad_patches():
         model.fit(np.zeros((3, 6, 6)))
     with pytest.raises(TypeError, match="float"):
         model.fit(np.zeros((3, 8, 8), dtype=np.int32))
+
+
+def test_patch_model_save_load_round_trip(bsds_model, tmp_path):
+    import ride
+
+    model, patches = bsds_model
+    model.save(tmp_path / "patch.h5")
+    loaded = ride.load(tmp_path / "patch.h5")
+    assert isinstance(loaded, PatchRIDE) and loaded.bsds300
+    np.testing.assert_array_equal(loaded.loglikelihood(patches),
+                                  model.loglikelihood(patches))
