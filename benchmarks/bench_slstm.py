@@ -10,12 +10,21 @@ Flop count per site and image: ``2 * 5H * K_in`` for the forward matrix product
 and twice that for the backward pass (gradients with respect to the weights and
 to the concatenated input), so forward plus backward counts three times the
 forward figure.  Elementwise work is not counted.
+
+The layer runs its scans with BLAS limited to one thread and its own worker
+threads each doing the matrix products and the gates of their rows; the NumPy
+reference and the matrix-multiply rate use BLAS with its default threads.  The
+header states both.  All figures are wall-clock bests of several runs, so other
+work on the machine lowers them; the load average is printed at start and end.
 """
 
 import argparse
+import os
 import time
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from ride.slstm import slstm_backward, slstm_forward
 
@@ -127,6 +136,12 @@ def main():
     forward_flops = 2.0 * 5 * num_hiddens * k_in * sites
     print(f"spatial LSTM: {n} images, {size}x{size} grid, num_inputs={num_inputs}, "
           f"num_hiddens={num_hiddens}, K_in={k_in}, standard, tanh")
+    blas_threads = max((info["num_threads"] for info in threadpool_info()
+                        if info["user_api"] == "blas"), default=1)
+    print("load average at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    print(f"ride: {numba.get_num_threads()} worker threads, each doing BLAS (limited "
+          f"to 1 thread) and gates on its rows; numpy reference and matmul rate: "
+          f"BLAS with {blas_threads} threads")
     print(f"{'dtype':8s} {'pass':10s} {'time ms':>9s} {'Msites/s':>9s} "
           f"{'GFLOP/s':>8s} {'% matmul':>9s} {'vs numpy':>9s}")
 
@@ -171,6 +186,7 @@ def main():
                   f"{100 * rate / peak:8.1f}% {baseline / elapsed:8.1f}x")
         print(f"{np.dtype(dtype).name:8s} matmul rate {peak / 1e9:.1f} GFLOP/s "
               f"(2000x2000); max |h - numpy h| = {error:.1e}")
+    print("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -21,4 +21,14 @@ jit_reduce = numba.njit(
 jit_reduce_serial = numba.njit(
     cache=True, nogil=True, fastmath={"reassoc", "contract"}, parallel=False
 )
+#: Fused multiply-add only (``contract``): the spatial LSTM's polynomial exp and
+#: tanh run 1.4 times faster and round no worse; NaN and inf keep their meaning.
+jit_contract = numba.njit(cache=True, nogil=True, fastmath={"contract"})
+
+#: As ``jit_contract``, with numba's "numpy" error model: the default model
+#: checks every division for a zero divisor, which stops LLVM from vectorising
+#: a loop; the numpy model gives the IEEE result (inf or NaN) instead.
+jit_vectorised = numba.njit(
+    cache=True, nogil=True, fastmath={"contract"}, error_model="numpy"
+)
 prange = numba.prange

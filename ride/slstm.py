@@ -31,13 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from ride._numba import jit
-
-# The elementwise helpers divide; numba's default ("python") error model checks
-# every division for a zero divisor, which stops LLVM from vectorising the loop.
-# The numpy model gives IEEE results (inf or NaN) instead, which is what we want.
-_jit_vectorised = numba.njit(cache=True, nogil=True, fastmath=False,
-                             error_model="numpy")
+from ride._numba import jit, jit_contract, jit_vectorised
+from ride._threads import single_threaded_blas
 
 __all__ = ["SpatialLSTM", "slstm_forward", "slstm_backward", "slstm_step"]
 
@@ -68,10 +63,13 @@ _SIGN_BIT = np.int64(-(2**63))
 # argument with a polynomial (pure arithmetic, so it vectorises) and build the
 # factor 2**n from its bit pattern in a second loop.  Both are accurate to a few
 # units in the last place and propagate NaN.
+# TODO: float32 arrays are evaluated in double precision here; a float32
+# polynomial (degree 7, twice the SIMD lanes) would roughly halve the gate cost,
+# which dominates the float32 forward pass.
 # ---------------------------------------------------------------------------
 
 
-@jit
+@jit_contract
 def _reduced_expm1(v):
     """Range reduction and polynomial for ``exp(v) = 2**n * (1 + p)``.
 
@@ -110,7 +108,7 @@ def _reduced_expm1(v):
     return n, q * r
 
 
-@_jit_vectorised
+@jit_vectorised
 def _sigmoid_inplace(values, bits):
     """Replace ``values`` by the logistic sigmoid ``1 / (1 + exp(-values))``.
 
@@ -135,7 +133,7 @@ def _sigmoid_inplace(values, bits):
         values[k] = 1.0 / (1.0 + (s * values[k] + s))
 
 
-@_jit_vectorised
+@jit_vectorised
 def _tanh_inplace(values, bits):
     """Replace ``values`` by their hyperbolic tangent.
 
@@ -297,8 +295,9 @@ def _site_backward(gates, cell, c_up, c_left, grad_h, grad_c, grad_pre, work, bi
 
 
 # ---------------------------------------------------------------------------
-# Grid kernels.  Each call handles one anti-diagonal; the Python driver does the
-# matrix products in between so that they run in multithreaded BLAS.
+# Grid kernels.  Each call handles a block of rows of one anti-diagonal; the
+# Python driver does the block's matrix product just before (forward) or just
+# after (backward) in the same thread.
 # ---------------------------------------------------------------------------
 
 
@@ -324,22 +323,22 @@ def _scatter_inputs(inputs, y, site_row):
 
 
 @jit
-def _store_input_gradient(diag, first_i, count, grad_y, grad_inputs):
+def _store_input_gradient(diag, first_i, start, stop, grad_y, grad_inputs):
     """Copy the input part of one anti-diagonal's ``y`` gradient into grid order.
 
     Parameters
     ----------
     diag, first_i : int
         The anti-diagonal ``i + j`` and its smallest row index ``i``.
-    count : int
-        Number of rows of the diagonal (sites times images).
+    start, stop : int
+        Range of local rows (``site * N + image``) to copy.
     grad_y : ndarray of shape (M, K_in)
         Gradient with respect to the concatenated vectors (local rows).
     grad_inputs : ndarray of shape (N, R, Q, C)
-        Receives columns ``[0, C)`` at the sites of this diagonal.
+        Receives columns ``[0, C)`` at the sites of these rows.
     """
     num_images, _, _, num_inputs = grad_inputs.shape
-    for local in range(count):
+    for local in range(start, stop):
         s = local // num_images
         n = local - s * num_images
         i = first_i + s
@@ -578,39 +577,88 @@ def _check_parameters(weights, biases, extended):
     return weights, biases, num_inputs, num_hiddens
 
 
-# Work on one anti-diagonal is split across plain Python threads running the
-# nogil kernels above rather than numba's prange: numba's OpenMP workers spin
-# after each parallel region and, between the per-diagonal matrix products,
-# fought OpenBLAS's threads for the cores (the scan ran 4x slower).  Threads of
-# a ThreadPoolExecutor sleep while idle.
+# Work is spread over plain Python threads running the nogil kernels above
+# rather than over numba's prange: numba's OpenMP workers spin after each
+# parallel region, and threads of a ThreadPoolExecutor sleep while idle.  The
+# scans run with BLAS limited to one thread and let each worker thread do the
+# matrix product of its own rows (np.dot releases the GIL) before their gates;
+# multithreaded BLAS between the kernels left its threads spinning on the cores
+# the kernels needed.
+#
+# Each anti-diagonal is cut into blocks whose boundaries depend only on its
+# number of rows, never on the number of threads, so every row sees the same
+# arithmetic however many threads run.  A block's gates are computed right
+# after its product, while the pre-activations are still in the cache.
 _POOL_LOCK = threading.Lock()
 _POOLS = {}
-_MIN_ROWS_PER_THREAD = 32
+_BLOCK_ROWS = 128
+# Row chunks of the final weight-gradient product (summed in a fixed order).
+_REDUCTION_ROWS = 4096
 
 
-def _run_split(function, count):
-    """Call ``function(start, stop)`` on contiguous chunks covering ``range(count)``.
-
-    Uses up to ``numba.get_num_threads()`` threads; the calling thread takes
-    the first chunk.  The result does not depend on the split because every
-    row is computed independently.
-    """
-    num_threads = min(numba.get_num_threads(), count // _MIN_ROWS_PER_THREAD)
-    if num_threads <= 1:
-        function(0, count)
-        return
+def _thread_pool(num_threads):
+    """A pool of ``num_threads - 1`` workers (the caller is the last one)."""
     with _POOL_LOCK:
         pool = _POOLS.get(num_threads)
         if pool is None:
             pool = ThreadPoolExecutor(num_threads - 1,
                                       thread_name_prefix="ride-slstm")
             _POOLS[num_threads] = pool
-    bounds = [count * t // num_threads for t in range(num_threads + 1)]
-    futures = [pool.submit(function, bounds[t], bounds[t + 1])
-               for t in range(1, num_threads)]
-    function(bounds[0], bounds[1])
+    return pool
+
+
+def _run_blocks(function, count, block_rows=_BLOCK_ROWS):
+    """Call ``function(start, stop)`` once per block of ``range(count)``.
+
+    The blocks have about ``block_rows`` rows each and boundaries that depend
+    only on ``count``.  Up to ``numba.get_num_threads()`` threads each take a
+    contiguous run of blocks, in order; the calling thread takes the first run.
+    """
+    num_blocks = max(1, -(-count // block_rows))
+    bounds = [count * b // num_blocks for b in range(num_blocks + 1)]
+    num_threads = min(numba.get_num_threads(), num_blocks)
+
+    def run(first, last):
+        for b in range(first, last):
+            function(bounds[b], bounds[b + 1])
+
+    if num_threads <= 1:
+        run(0, num_blocks)
+        return
+    pool = _thread_pool(num_threads)
+    runs = [num_blocks * t // num_threads for t in range(num_threads + 1)]
+    futures = [pool.submit(run, runs[t], runs[t + 1]) for t in range(1, num_threads)]
+    run(runs[0], runs[1])
     for future in futures:
         future.result()
+
+
+def _weight_gradient(grad_pre, y):
+    """``grad_pre.T @ y`` as a sum of fixed row chunks computed in parallel.
+
+    Parameters
+    ----------
+    grad_pre : ndarray of shape (T, 5 * H)
+    y : ndarray of shape (T, K_in + 1)
+
+    Returns
+    -------
+    ndarray of shape (5 * H, K_in + 1)
+        The partial products are added in chunk order, so the result does not
+        depend on the number of threads.
+    """
+    total = grad_pre.shape[0]
+    partials = {}
+
+    def product(start, stop):
+        partials[start] = np.dot(grad_pre[start:stop].T, y[start:stop])
+
+    _run_blocks(product, total, _REDUCTION_ROWS)
+    starts = sorted(partials)
+    result = partials[starts[0]]
+    for start in starts[1:]:
+        result += partials[start]
+    return result
 
 
 class _Diagonals:
@@ -630,9 +678,6 @@ class _Diagonals:
             i = np.arange(self.first_i[d], last_i[d] + 1)
             site_row[i, d - i] = self.offset[d] + (i - self.first_i[d]) * num_images
         self.site_row = site_row
-
-    def rows(self, d):
-        return slice(int(self.offset[d]), int(self.offset[d + 1]))
 
 
 class _ForwardCache:
@@ -726,16 +771,18 @@ def slstm_forward(weights, biases, inputs, extended=False, nonlinearity="tanh"):
 
     w_t = w_aug.T
     site_row = layout.site_row
-    for d in range(layout.num_diagonals):
-        rows = layout.rows(d)
-        np.dot(y[rows], w_t, out=gates[rows])
-        first_i = int(layout.first_i[d])
+    with single_threaded_blas():
+        for d in range(layout.num_diagonals):
+            offset = int(layout.offset[d])
+            first_i = int(layout.first_i[d])
 
-        def finish(start, stop, d=d, first_i=first_i):
-            _forward_rows(d, first_i, start, stop, gates, cells, y, hidden, site_row,
-                          zeros, num_inputs, extended, relu)
+            def advance(start, stop, d=d, first_i=first_i, offset=offset):
+                rows = slice(offset + start, offset + stop)
+                np.dot(y[rows], w_t, out=gates[rows])
+                _forward_rows(d, first_i, start, stop, gates, cells, y, hidden,
+                              site_row, zeros, num_inputs, extended, relu)
 
-        _run_split(finish, rows.stop - rows.start)
+            _run_blocks(advance, int(layout.offset[d + 1]) - offset)
 
     cache = _ForwardCache(inputs.shape, dtype, extended, relu, layout, y, gates,
                           cells)
@@ -821,26 +868,31 @@ def slstm_backward(weights, cache, grad_hidden, extended=False, nonlinearity="ta
     gates, cells, site_row = cache.gates, cache.cells, layout.site_row
     grad_inputs = np.empty(cache.shape, dtype=dtype) if input_gradient else None
 
-    for d in range(layout.num_diagonals - 1, -1, -1):
-        cur, nxt = d % 2, (d + 1) % 2
-        rows = layout.rows(d)
-        count = rows.stop - rows.start
-        first_i, next_offset = int(layout.first_i[d]), int(layout.offset[d + 1])
+    with single_threaded_blas():
+        for d in range(layout.num_diagonals - 1, -1, -1):
+            cur, nxt = d % 2, (d + 1) % 2
+            offset = int(layout.offset[d])
+            first_i, next_offset = int(layout.first_i[d]), int(layout.offset[d + 1])
+            # The first diagonal has no predecessor to send a state gradient to.
+            product = d > 0 or input_gradient
 
-        def pull(start, stop, d=d, first_i=first_i, next_offset=next_offset,
-                 cur=cur, nxt=nxt):
-            _backward_rows(d, first_i, start, stop, next_offset, gates, cells,
-                           grad_hidden, grad_y[nxt], state_column, grad_c[nxt],
-                           grad_c[cur], grad_pre, site_row, zeros, extended, relu)
+            def pull(start, stop, d=d, first_i=first_i, offset=offset,
+                     next_offset=next_offset, cur=cur, nxt=nxt, product=product):
+                _backward_rows(d, first_i, start, stop, next_offset, gates, cells,
+                               grad_hidden, grad_y[nxt], state_column, grad_c[nxt],
+                               grad_c[cur], grad_pre, site_row, zeros, extended,
+                               relu)
+                if product:
+                    np.dot(grad_pre[offset + start : offset + stop], w_back,
+                           out=grad_y[cur][start:stop])
+                if input_gradient:
+                    _store_input_gradient(d, first_i, start, stop, grad_y[cur],
+                                          grad_inputs)
 
-        _run_split(pull, count)
-        if d > 0 or input_gradient:
-            np.dot(grad_pre[rows], w_back, out=grad_y[cur][:count])
-        if input_gradient:
-            _store_input_gradient(d, first_i, count, grad_y[cur], grad_inputs)
+            _run_blocks(pull, next_offset - offset)
 
-    # The trailing column of ones in y turns the last column into the biases.
-    grad_augmented = np.dot(grad_pre.T, cache.y)
+        # The trailing column of ones in y turns the last column into the biases.
+        grad_augmented = _weight_gradient(grad_pre, cache.y)
     grad_weights = np.ascontiguousarray(grad_augmented[:, :-1]).reshape(weights.shape)
     grad_biases = grad_augmented[:, -1].reshape(_NUM_GATES, num_hiddens)
     return grad_weights, grad_biases, grad_inputs

@@ -6,6 +6,8 @@ import numba
 import numpy as np
 import pytest
 
+from ride import slstm
+from ride._threads import single_threaded_blas
 from ride.slstm import SpatialLSTM, slstm_backward, slstm_forward, slstm_step
 
 GRIDS = [(1, 1), (1, 7), (7, 1), (5, 9)]
@@ -331,11 +333,18 @@ def test_results_do_not_depend_on_batching():
         _assert_close(total[key], grads[key], 1e-12)
 
 
-def test_results_do_not_depend_on_thread_count():
-    layer = _random_layer(3, 4, False, "relu", seed=26)
+@pytest.mark.parametrize("nonlinearity", ["relu", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_results_do_not_depend_on_thread_count(dtype, nonlinearity):
+    # Enough images that the longest diagonals (4 sites) are cut into several
+    # blocks, so that two threads really share the work of one diagonal.
+    assert 80 * 4 > 2 * slstm._BLOCK_ROWS
+    layer = _random_layer(3, 4, False, nonlinearity, seed=26)
+    layer.weights = layer.weights.astype(dtype)
+    layer.biases = layer.biases.astype(dtype)
     rng = np.random.default_rng(27)
-    inputs = rng.normal(size=(6, 5, 4, 3))
-    grad_hidden = rng.normal(size=(6, 5, 4, 4))
+    inputs = rng.normal(size=(80, 5, 4, 3)).astype(dtype)
+    grad_hidden = rng.normal(size=(80, 5, 4, 4)).astype(dtype)
     previous = numba.get_num_threads()
     results = []
     try:
@@ -349,6 +358,48 @@ def test_results_do_not_depend_on_thread_count():
     np.testing.assert_array_equal(h1, h2)
     for key in g1:
         np.testing.assert_array_equal(g1[key], g2[key])
+
+
+def test_weight_gradient_chunks_do_not_depend_on_thread_count(monkeypatch):
+    monkeypatch.setattr(slstm, "_REDUCTION_ROWS", 7)
+    rng = np.random.default_rng(28)
+    grad_pre = rng.normal(size=(50, 6))
+    y = rng.normal(size=(50, 4))
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = slstm._weight_gradient(grad_pre, y)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        multi = slstm._weight_gradient(grad_pre, y)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(single, multi)
+    np.testing.assert_allclose(single, grad_pre.T @ y, rtol=1e-12)
+
+
+def test_nested_single_threaded_blas_is_harmless():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info()
+                if info["user_api"] == "blas"]
+
+    layer = _random_layer(3, 4, True, "tanh", seed=29)
+    rng = np.random.default_rng(30)
+    inputs = rng.normal(size=(40, 4, 5, 3))
+    grad_hidden = rng.normal(size=(40, 4, 5, 4))
+    before = blas_threads()
+    hidden = layer.forward(inputs)
+    grads = layer.backward(grad_hidden)
+    assert blas_threads() == before
+    with single_threaded_blas():
+        nested_hidden = layer.forward(inputs)
+        nested_grads = layer.backward(grad_hidden)
+        assert all(count == 1 for count in blas_threads())
+    assert blas_threads() == before
+    np.testing.assert_array_equal(hidden, nested_hidden)
+    for key in grads:
+        np.testing.assert_array_equal(grads[key], nested_grads[key])
 
 
 def test_fixed_seed_is_deterministic():
