@@ -17,7 +17,6 @@ import sys
 import time
 
 import numba
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_time, matmul_rate  # noqa: E402

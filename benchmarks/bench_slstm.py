@@ -20,7 +20,7 @@ work on the machine lowers them; the load average is printed at start and end.
 
 import argparse
 import os
-import time
+import sys
 
 import numba
 import numpy as np
@@ -28,25 +28,8 @@ from threadpoolctl import threadpool_info
 
 from ride.slstm import slstm_backward, slstm_forward
 
-
-def best_time(function, repeats):
-    """Smallest wall-clock time of ``repeats`` calls, in seconds."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_rate(dtype, size=2000, repeats=5):
-    """Matrix-multiply rate of NumPy's BLAS in FLOP/s."""
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size)).astype(dtype)
-    b = rng.random((size, size)).astype(dtype)
-    out = np.empty_like(a)
-    np.dot(a, b, out=out)
-    return 2.0 * size**3 / best_time(lambda: np.dot(a, b, out=out), repeats)
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import best_time, matmul_rate  # noqa: E402
 
 
 # ---------------------------------------------------------------------------

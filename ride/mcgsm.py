@@ -7,7 +7,6 @@ factorized variant with data in rows: inputs ``X`` of shape
 """
 
 import math
-import numbers
 import time
 import warnings
 

@@ -8,7 +8,7 @@ import pytest
 
 from ride import slstm
 from ride._threads import single_threaded_blas
-from ride.slstm import SpatialLSTM, slstm_backward, slstm_forward, slstm_step
+from ride.slstm import SpatialLSTM, slstm_backward, slstm_forward
 
 GRIDS = [(1, 1), (1, 7), (7, 1), (5, 9)]
 VARIANTS = [(False, "tanh"), (False, "relu"), (True, "tanh"), (True, "relu")]
