@@ -105,14 +105,15 @@ def mixture_logits(
                 joint[n, c * num_scales + s] = b
                 top_gate = max(top_gate, a)
                 top_joint = max(top_joint, b)
-        # An all -inf row would give nan; shift by 0 instead and let it be -inf.
-        if not np.isfinite(top_gate):
-            top_gate = 0.0
-        if not np.isfinite(top_joint):
-            top_joint = 0.0
+        # A row whose maximum is not finite (every pair at -inf, or +inf/NaN
+        # from overflow) is shifted by 0 so the clamped weights stay finite, and
+        # its true maximum is kept: the log-likelihood then comes out as -inf
+        # (or NaN), never as a clamped finite number.
+        shift_gate = top_gate if np.isfinite(top_gate) else 0.0
+        shift_joint = top_joint if np.isfinite(top_joint) else 0.0
         for i in range(num_components * num_scales):
-            gate[n, i] = max(gate[n, i] - top_gate, LOG_WEIGHT_FLOOR)
-            joint[n, i] = max(joint[n, i] - top_joint, LOG_WEIGHT_FLOOR)
+            gate[n, i] = max(gate[n, i] - shift_gate, LOG_WEIGHT_FLOOR)
+            joint[n, i] = max(joint[n, i] - shift_joint, LOG_WEIGHT_FLOOR)
         max_gate[n] = top_gate
         max_joint[n] = top_joint
 

@@ -261,9 +261,10 @@ def dead_leaves(
     size : int or tuple of int
         Image size ``s`` (square) or ``(h, w)``.
     r_min : float, default 1.0
-        Smallest disc radius, in pixels.
+        Smallest disc radius, in pixels (at least 0.1).
     r_max : float, optional
-        Largest disc radius, in pixels; ``max(h, w) / 2`` by default.
+        Largest disc radius, in pixels (at least 0.5); ``max(h, w) / 2`` by
+        default (or ``2 r_min`` for tiny images).
     exponent : float, default 3.0
         Radii have density proportional to ``r**-exponent`` on
         ``[r_min, r_max]``; 3 makes the model approximately scale invariant.
@@ -302,11 +303,24 @@ def dead_leaves(
         raise ValueError(f"n_images must be non-negative, got {n_images}")
     height, width = _pair(size, "size")
     if r_max is None:
-        r_max = max(height, width) / 2.0
+        r_max = max(max(height, width) / 2.0, 2.0 * float(r_min))
     r_min, r_max, exponent = float(r_min), float(r_max), float(exponent)
     if not (0.0 < r_min < r_max and np.isfinite(r_max)):
         raise ValueError(
             f"need 0 < r_min < r_max < inf, got r_min={r_min} and r_max={r_max}"
+        )
+    if r_min < 0.1:
+        # Covering every pixel centre takes about (1 / r_min)^2 times more discs.
+        raise ValueError(
+            f"r_min must be at least 0.1 pixel, got {r_min}; smaller discs make "
+            "generation impractically slow without changing the pixels much"
+        )
+    if r_max < 0.5:
+        # Discs this small rarely contain a pixel centre: covering every pixel
+        # would take an unbounded number of them.
+        raise ValueError(
+            f"r_max must be at least 0.5 pixel so that discs can cover pixels, got "
+            f"{r_max}"
         )
     if not (np.isfinite(exponent) and exponent > 0):
         raise ValueError(f"exponent must be positive and finite, got {exponent}")
@@ -510,7 +524,14 @@ def preprocess(images, scale=1.0 / 256, log=False, return_log_derivative=False):
         If ``scale`` is not positive, or ``log`` is set and some value is not
         positive.
     """
-    x = np.asarray(images, dtype=np.float64)
+    x = np.asarray(images)
+    if x.dtype.kind not in "fiu":
+        raise TypeError(
+            f"images must hold real intensities, got dtype {x.dtype}."
+        )
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("images contain NaN or infinite values.")
     scale = float(scale)
     if not (scale > 0 and np.isfinite(scale)):
         raise ValueError(f"scale must be positive and finite, got {scale}")

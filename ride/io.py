@@ -34,18 +34,32 @@ def save(obj, path):
 
     Parameters
     ----------
-    obj : MCGSM, WhiteningPreconditioner or RIDE
-        Any object with a ``_to_hdf5(group)`` method.
+    obj : MCGSM, WhiteningPreconditioner, RIDE or PatchRIDE
     path : str or os.PathLike
         Destination.  An existing file is replaced only once the new one has
-        been written completely.
+        been written completely.  If the process is killed while writing, the
+        destination is intact and a temporary ``<name>.<random>.tmp`` file may
+        be left beside it.
     """
+    if not hasattr(obj, "_to_hdf5"):
+        raise TypeError(
+            f"save expects a ride MCGSM, WhiteningPreconditioner, RIDE or PatchRIDE, "
+            f"got {type(obj).__name__}."
+        )
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    if not path:
+        raise ValueError("save needs a file name, got an empty path.")
+    # Write through a symlink to its target rather than replacing the link.
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(
         prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory
     )
     os.close(fd)
+    # mkstemp creates the file private (0600); give it the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["ride_format"] = FORMAT_VERSION
@@ -80,9 +94,15 @@ def load(path):
         name = f.attrs.get("class")
         if version is None or name is None:
             raise ValueError(f"{path!r} is an HDF5 file but not a saved ride model.")
-        if int(version) > FORMAT_VERSION:
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
             raise ValueError(
-                f"{path!r} has ride format {int(version)}, newer than this "
+                f"{path!r} has an unreadable ride_format attribute {version!r}."
+            ) from None
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{path!r} has ride format {version}, newer than this "
                 f"library's {FORMAT_VERSION}; upgrade ride to read it."
             )
         classes = _registry()

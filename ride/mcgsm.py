@@ -7,6 +7,7 @@ factorized variant with data in rows: inputs ``X`` of shape
 """
 
 import math
+import numbers
 import time
 import warnings
 
@@ -197,8 +198,14 @@ class MCGSM:
                 f"Unknown MCGSM parameter(s) {sorted(unknown)}; expected some of "
                 f"{list(PARAMETER_GROUPS)}."
             )
-        for name, value in parameters.items():
-            setattr(self, name, value)
+        # Validate everything first so that a bad entry changes nothing.
+        current = dict(self._params)
+        try:
+            for name, value in parameters.items():
+                self._set_param(name, value)
+        except (TypeError, ValueError):
+            self._params = current
+            raise
 
     def _set_param(self, name, value):
         shape = self._shapes()[name]
@@ -491,6 +498,8 @@ class MCGSM:
         float
             ``-mean(log p(y | x)) / (ln 2 * dim_out)``, in bits per dimension.
         """
+        if np.shape(X)[0] == 0:
+            raise ValueError("evaluate needs at least one sample, got 0 rows.")
         if preconditioner is None:
             loglik = self.loglikelihood(X, Y)
         else:
@@ -507,7 +516,8 @@ class MCGSM:
             Rows sum to one.
         """
         X = self._check_data(X)
-        return _softmax(self._gate_log_weights(X).reshape(X.shape[0], -1)).reshape(
+        K, S = self.num_components, self.num_scales
+        return _softmax(self._gate_log_weights(X).reshape(X.shape[0], K * S)).reshape(
             X.shape[0], self.num_components, self.num_scales
         ).sum(axis=2)
 
@@ -520,7 +530,9 @@ class MCGSM:
             Rows sum to one.
         """
         X, Y = self._check_data(X, Y)
-        joint = self._joint_log_weights(X, Y).reshape(X.shape[0], -1)
+        joint = self._joint_log_weights(X, Y).reshape(
+            X.shape[0], self.num_components * self.num_scales
+        )
         return _softmax(joint).reshape(
             X.shape[0], self.num_components, self.num_scales
         ).sum(axis=2)
@@ -644,8 +656,14 @@ class MCGSM:
         whitening = (eigvec / np.sqrt(eigval)) @ eigvec.T
         regression = np.linalg.solve(cov_xx, cov_xy).T  # (D, n)
         residual = Y - X @ regression.T
-        precision = np.linalg.inv(np.atleast_2d(residual.T @ residual / N))
-        chol = np.linalg.cholesky(precision)
+        try:
+            precision = np.linalg.inv(np.atleast_2d(residual.T @ residual / N))
+            chol = np.linalg.cholesky(precision)
+        except np.linalg.LinAlgError:
+            raise ValueError(
+                "initialize: the residual covariance of Y given X is singular "
+                "(duplicate output columns, or Y an exact linear function of X)."
+            ) from None
 
         self.scales = rng.standard_normal((K, S)) / 20.0
         self.weights = np.abs(rng.uniform(-1.0, 1.0, size=(K, F))) / 100.0 + 0.01
@@ -762,6 +780,14 @@ class MCGSM:
                 X_valid, Y_valid, names=("X_valid", "Y_valid")
             )
         max_iter = check_positive_int(max_iter, "max_iter", minimum=0)
+        check_positive_int(num_grad, "num_grad")
+        check_positive_int(val_iter, "val_iter")
+        if isinstance(val_look_ahead, bool) or not isinstance(
+            val_look_ahead, numbers.Integral
+        ):
+            raise TypeError(f"val_look_ahead must be an integer, got {val_look_ahead!r}.")
+        if not (isinstance(threshold, numbers.Real) and threshold >= 0):
+            raise ValueError(f"threshold must be a float >= 0, got {threshold!r}.")
         flags = {
             "priors": train_priors,
             "scales": train_scales,
@@ -821,7 +847,16 @@ class MCGSM:
                 )
             return value
 
-        f0, _ = objective(x0)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                f0, _ = objective(x0)
+        except _NonFiniteObjective as error:
+            self._unpack(x0, index)
+            raise ValueError(
+                f"MCGSM.fit: the objective at the starting parameters is "
+                f"{error.args[0]}; the parameters or the data are too extreme "
+                "(whiten the data, or re-initialise the model)."
+            ) from None
         state["last_f"] = f0
         self.objective_history_.append(f0)
         if validate:

@@ -16,6 +16,7 @@ slices into the image.
 """
 
 import copy
+import json
 import math
 import numbers
 import time
@@ -185,8 +186,16 @@ class RIDE(BaseEstimator):
         for name in ("num_hiddens", "num_layers", "num_components", "num_scales",
                      "num_features", "batch_size"):
             positive(name)
-        for name in ("num_epochs", "finetune_iter", "finetune_samples"):
+        for name in ("num_epochs", "finetune_iter", "verbose"):
             positive(name, minimum=0)
+        positive("finetune_samples")
+        for name in ("extended", "precondition", "train_means", "train_top_layer",
+                     "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}."
+                )
+        check_random_state(self.random_state)  # raises for unusable seeds
         causal_masks(self.nb_size)  # raises for even or tiny sizes
         if self.nonlinearity not in ("tanh", "relu"):
             raise ValueError(
@@ -226,6 +235,8 @@ class RIDE(BaseEstimator):
         for the masks.
         """
         if isinstance(images, (list, tuple)):
+            if len(images) == 0:
+                raise ValueError(f"{name} is an empty list; pass at least one image.")
             shapes = {np.shape(im) for im in images}
             if len(shapes) != 1:
                 raise ValueError(
@@ -303,9 +314,16 @@ class RIDE(BaseEstimator):
         if self.preconditioner_ is None:
             return inputs, outputs
         shape_in, shape_out = inputs.shape, outputs.shape
-        x, y = self.preconditioner_.transform(
-            inputs.reshape(-1, shape_in[-1]), outputs.reshape(-1, shape_out[-1])
-        )
+        with np.errstate(over="ignore", invalid="ignore"):
+            x, y = self.preconditioner_.transform(
+                inputs.reshape(-1, shape_in[-1]), outputs.reshape(-1, shape_out[-1])
+            )
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise ValueError(
+                "The images overflow when whitened (largest magnitude "
+                f"{np.max(np.abs(images)):.3g}); they are far outside the range of "
+                "the training data."
+            )
         return x.reshape(shape_in), y.reshape(shape_out)
 
     def _log_jacobian(self):
@@ -630,7 +648,16 @@ class RIDE(BaseEstimator):
         self.mcgsm_.verbose = max(self.verbose - 1, 0)
         start = time.perf_counter()
         h_train, y_train = h[train], y[train]
-        before = self.mcgsm_.evaluate(h_train, y_train) - offset
+        with np.errstate(over="ignore", invalid="ignore"):
+            before = self.mcgsm_.evaluate(h_train, y_train) - offset
+        if not np.isfinite(before):
+            warnings.warn(
+                f"RIDE.fit: skipped the MCGSM fine-tuning of epoch {self.n_epochs_ + 1} "
+                f"because the loss at its start is {before}; lower the learning_rate.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return {"finetune_before": before}
         valid_args = (h[valid], y[valid]) if num_valid > 0 else (None, None)
         with warnings.catch_warnings():
             # hitting finetune_iter is the normal case here, not a problem
@@ -742,7 +769,9 @@ class RIDE(BaseEstimator):
         self._check_fitted()
         if layer is None:
             layer = len(self.layers_)
-        if not (isinstance(layer, numbers.Integral) and 1 <= layer <= len(self.layers_)):
+        if isinstance(layer, bool) or not (
+            isinstance(layer, numbers.Integral) and 1 <= layer <= len(self.layers_)
+        ):
             raise ValueError(
                 f"layer must be between 1 and {len(self.layers_)}, got {layer!r}."
             )
@@ -775,6 +804,10 @@ class RIDE(BaseEstimator):
             h = hidden.reshape(-1, hidden.shape[-1])
             y = outputs.reshape(-1, outputs.shape[-1])
             _, _, grad_h, grad_y = self.mcgsm_._forward_backward(h, y, False, True)
+            keep = self._scored_sites(hidden.shape)
+            if not isinstance(keep, slice):
+                grad_h[~keep] = 0.0
+                grad_y[~keep] = 0.0
             _, grad_x = self._layer_backward(
                 caches, grad_h.reshape(hidden.shape), 0, input_gradient=True
             )
@@ -817,20 +850,28 @@ class RIDE(BaseEstimator):
             )
         return mask
 
-    def _check_bounds(self, values, name):
-        if values is None:
-            return None
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim == 0:
-            values = np.full(self.n_channels_, float(values))
-        if values.shape != (self.n_channels_,):
-            raise ValueError(
-                f"{name} must be a scalar or have one value per channel "
-                f"({self.n_channels_}), got shape {values.shape}."
-            )
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{name} must be finite, got {values}.")
-        return values
+    def _check_bounds(self, min_values, max_values):
+        """Per-channel bounds as arrays of shape (C,) (or None), validated."""
+        bounds = []
+        for name, values in (("min_values", min_values), ("max_values", max_values)):
+            if values is None:
+                bounds.append(None)
+                continue
+            values = np.asarray(values, dtype=np.float64)
+            if values.ndim == 0:
+                values = np.full(self.n_channels_, float(values))
+            if values.shape != (self.n_channels_,):
+                raise ValueError(
+                    f"{name} must be a scalar or have one value per channel "
+                    f"({self.n_channels_}), got shape {values.shape}."
+                )
+            if np.any(np.isnan(values)):
+                raise ValueError(f"{name} must not be NaN, got {values}.")
+            bounds.append(values)
+        low, high = bounds
+        if low is not None and high is not None and np.any(low > high):
+            raise ValueError(f"min_values {low} exceed max_values {high}.")
+        return low, high
 
     def sample(self, images, mask=None, min_values=None, max_values=None,
                random_state=None, return_loglik=False):
@@ -864,10 +905,7 @@ class RIDE(BaseEstimator):
         self._check_fitted()
         array, was_3d = self._validate_images(images, channels=self.n_channels_)
         mask = None if mask is None else self._check_mask(mask, array.shape)
-        low = self._check_bounds(min_values, "min_values")
-        high = self._check_bounds(max_values, "max_values")
-        if low is not None and high is not None and np.any(low > high):
-            raise ValueError(f"min_values {low} exceed max_values {high}.")
+        low, high = self._check_bounds(min_values, max_values)
         rng = self._rng if random_state is None else check_random_state(random_state)
         with single_threaded_blas():
             samples, loglik = self._sample(array, mask, low, high, rng, return_loglik)
@@ -988,12 +1026,22 @@ class RIDE(BaseEstimator):
         self._check_fitted()
         array, was_3d = self._validate_images(images, channels=self.n_channels_)
         mask = self._check_mask(mask, array.shape)
-        low = self._check_bounds(min_values, "min_values")
-        high = self._check_bounds(max_values, "max_values")
+        low, high = self._check_bounds(min_values, max_values)
+        for name, value, minimum in (("num_iter", num_iter, 0),
+                                     ("num_candidates", num_candidates, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
+                value < minimum
+            ):
+                raise ValueError(
+                    f"{name} must be an integer of at least {minimum}, got {value!r}."
+                )
+        if not (isinstance(step_size, numbers.Real) and np.isfinite(step_size)
+                and step_size > 0):
+            raise ValueError(f"step_size must be a positive float, got {step_size!r}.")
         rng = self._rng if random_state is None else check_random_state(random_state)
         best, best_score = None, None
         with single_threaded_blas():
-            for _ in range(max(1, int(num_candidates))):
+            for _ in range(num_candidates):
                 candidate, _ = self._sample(array.copy(), mask, low, high, rng)
                 score = self._loglikelihood(candidate).sum(axis=(1, 2))
                 if best is None:
@@ -1005,7 +1053,7 @@ class RIDE(BaseEstimator):
             sel = np.broadcast_to(mask[..., None], best.shape)
             variance = np.broadcast_to(self.pixel_std_**2, best.shape)
             steps = np.full(best.shape[0], float(step_size))
-            for _ in range(int(num_iter)):
+            for _ in range(num_iter):
                 grad = self._gradient(best)
                 proposal = best + np.where(
                     sel, steps[:, None, None, None] * variance * grad, 0.0
@@ -1033,7 +1081,9 @@ class RIDE(BaseEstimator):
         save(self, path)
 
     def _to_hdf5(self, group):
+        self._check_fitted()
         group.attrs["class"] = type(self).__name__
+        group.attrs["epoch_history"] = json.dumps(self.epoch_history_)
         hyper = group.create_group("hyperparameters")
         for name, value in self.get_params().items():
             if name == "random_state":
@@ -1079,7 +1129,7 @@ class RIDE(BaseEstimator):
         model.pixel_mean_ = group["pixel_mean"][()]
         model.pixel_std_ = group["pixel_std"][()]
         model.loss_history_ = list(group["loss_history"][()])
-        model.epoch_history_ = []
+        model.epoch_history_ = json.loads(group.attrs.get("epoch_history", "[]"))
         model.layers_ = []
         for index in range(len(group["layers"])):
             g = group["layers"][str(index)]
@@ -1096,5 +1146,27 @@ class RIDE(BaseEstimator):
             WhiteningPreconditioner._from_hdf5(group["preconditioner"])
             if "preconditioner" in group else None
         )
+        model._check_consistency()
+        # The random stream restarts from random_state; pickle keeps its position.
         model._rng = check_random_state(model.random_state)
         return model
+
+    def _check_consistency(self):
+        """Raise ``ValueError`` if loaded parts do not fit together."""
+        num_inputs = mask_positions(self.input_mask_, self.n_channels_).shape[0]
+        expected = [
+            ("first layer inputs", self.layers_[0].num_inputs, num_inputs),
+            ("MCGSM inputs", self.mcgsm_.dim_in, self.layers_[-1].num_hiddens),
+            ("MCGSM outputs", self.mcgsm_.dim_out, self.n_channels_),
+        ]
+        for upper, lower in zip(self.layers_[1:], self.layers_[:-1]):
+            expected.append(("layer inputs", upper.num_inputs, lower.num_hiddens))
+        pre = self.preconditioner_
+        if pre is not None:
+            expected += [("whitening inputs", pre.dim_in, num_inputs),
+                         ("whitening outputs", pre.dim_out, self.n_channels_)]
+        for what, found, wanted in expected:
+            if found != wanted:
+                raise ValueError(
+                    f"Inconsistent saved model: {what} is {found}, expected {wanted}."
+                )

@@ -10,6 +10,7 @@ in nats per 63-dimensional patch.
 """
 
 import math
+import numbers
 
 import numpy as np
 
@@ -193,7 +194,18 @@ class PatchRIDE(RIDE):
     def sample_patches(self, num_patches, patch_shape=(8, 8), random_state=None):
         """Draw new patches from zero-initialised padded canvases."""
         self._check_fitted()
-        h, w = patch_shape
+        if isinstance(num_patches, bool) or not isinstance(num_patches, numbers.Integral) or (
+            num_patches < 1
+        ):
+            raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}.")
+        shape = tuple(np.atleast_1d(patch_shape))
+        if len(shape) != 2 or not all(
+            isinstance(v, numbers.Integral) and v >= 1 for v in shape
+        ):
+            raise ValueError(
+                f"patch_shape must be two positive integers (h, w), got {patch_shape!r}."
+            )
+        h, w = shape
         canvas = np.zeros((num_patches, h, w, self.n_channels_))
         samples = self.sample(canvas, random_state=random_state)
         return samples[..., 0] if self.n_channels_ == 1 else samples

@@ -5,6 +5,8 @@ RIDE whitens the causal neighbourhoods ``x`` and, given them, the pixels
 raw pixels is the density of the whitened ones plus a constant log-Jacobian.
 """
 
+import numbers
+
 import numpy as np
 
 from ._validation import NotFittedError, check_pair
@@ -79,10 +81,17 @@ class WhiteningPreconditioner:
             raise ValueError(
                 f"Fitting a whitening needs at least 2 samples, got {X.shape[0]}."
             )
-        floor = self.eigenvalue_floor
-        if floor is not None and not (0 < floor < 1):
+        if X.shape[1] == 0 or Y.shape[1] == 0:
             raise ValueError(
-                f"eigenvalue_floor must be None or in (0, 1), got {floor!r}."
+                f"X and Y need at least one column each, got shapes {X.shape} and "
+                f"{Y.shape}."
+            )
+        floor = self.eigenvalue_floor
+        if floor is not None and not (
+            isinstance(floor, numbers.Real) and 0 < floor < 1
+        ):
+            raise ValueError(
+                f"eigenvalue_floor must be None or a float in (0, 1), got {floor!r}."
             )
         N = X.shape[0]
         mean_in = X.mean(axis=0)
@@ -96,7 +105,11 @@ class WhiteningPreconditioner:
         whiten_in, unwhiten_in = _inverse_sqrt(cov_xx, floor, "input")
         predictor = cov_yx @ whiten_in
         residual = cov_yy - predictor @ predictor.T
-        whiten_out, unwhiten_out = _inverse_sqrt(residual, floor, "residual output")
+        # Judged against the output variance: with one output the residual has a
+        # single eigenvalue, which is "singular" only relative to cov_yy.
+        whiten_out, unwhiten_out = _inverse_sqrt(
+            residual, floor, "residual output", scale=np.max(np.diag(cov_yy))
+        )
 
         self.mean_in_ = mean_in
         self.mean_out_ = mean_out
@@ -189,34 +202,53 @@ class WhiteningPreconditioner:
         pre = cls(None if floor is None else float(floor))
         try:
             for name in cls._STATE:
-                setattr(pre, name, group[name][()])
+                setattr(pre, name, np.asarray(group[name][()], dtype=np.float64))
         except KeyError as error:
             raise ValueError(
                 f"HDF5 group {group.name!r} is not a complete whitening ({error})."
             ) from None
+        n, D = pre.mean_in_.shape[0], pre.mean_out_.shape[0]
+        shapes = {"whiten_in_": (n, n), "unwhiten_in_": (n, n), "whiten_out_": (D, D),
+                  "unwhiten_out_": (D, D), "predictor_": (D, n)}
+        for name, shape in shapes.items():
+            value = getattr(pre, name)
+            if value.shape != shape or not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"HDF5 group {group.name!r}: {name} has shape {value.shape} or "
+                    f"non-finite values; expected finite values of shape {shape}."
+                )
         pre._set_log_jacobian()
         return pre
 
 
-def _inverse_sqrt(cov, floor, what):
-    """Symmetric ``cov^(-1/2)`` and ``cov^(1/2)`` from an eigendecomposition."""
+def _inverse_sqrt(cov, floor, what, scale=None):
+    """Symmetric ``cov^(-1/2)`` and ``cov^(1/2)`` from an eigendecomposition.
+
+    Eigenvalues are judged singular relative to ``scale`` (default: the largest
+    eigenvalue of ``cov``).
+    """
+    if not np.all(np.isfinite(cov)):
+        raise ValueError(
+            f"The {what} covariance is not finite: the data are too large "
+            "(rescale them)."
+        )
     eigval, eigvec = np.linalg.eigh(cov)
-    largest = eigval[-1]
+    largest = eigval[-1] if scale is None else max(scale, eigval[-1])
     if not np.isfinite(largest) or largest <= 0:
         raise ValueError(
-            f"The {what} covariance is zero or not finite (largest eigenvalue "
-            f"{largest:g}); the data are constant."
+            f"The {what} covariance is zero (largest eigenvalue {largest:g}); the "
+            "data are constant or too small to represent (rescale them)."
         )
     if floor is None:
         if eigval[0] <= 1e-12 * largest:
             raise ValueError(
                 f"The {what} covariance is singular (eigenvalues from {eigval[0]:.3g} "
-                f"to {largest:.3g}), e.g. because of a constant pixel or duplicate "
-                "inputs. Remove the degenerate dimensions or pass "
-                "eigenvalue_floor=1e-8 to clamp small eigenvalues."
+                f"to {eigval[-1]:.3g}, relative to a scale of {largest:.3g}), e.g. "
+                "because of a constant pixel, duplicate inputs or outputs that are "
+                "an exact function of the inputs. Remove the degenerate dimensions "
+                "or pass eigenvalue_floor=1e-8 to clamp small eigenvalues."
             )
     else:
         eigval = np.maximum(eigval, floor * largest)
     root = np.sqrt(eigval)
     return (eigvec / root) @ eigvec.T, (eigvec * root) @ eigvec.T
-

@@ -495,3 +495,54 @@ def test_caller_arrays_are_not_modified():
     model.priors = new_priors
     model.priors[0, 0] = 5.0
     assert new_priors[0, 0] == 0.0
+
+
+# ------------------------------------------------- regressions (adversarial)
+
+
+def test_overflowing_residual_gives_minus_infinity_not_a_clamped_value():
+    model = MCGSM(3, 1, 2, 2, random_state=0)
+    X = np.random.default_rng(0).standard_normal((3, 3))
+    Y = np.array([[1e150], [1e155], [1e160]])
+    loglik = model.loglikelihood(X, Y)
+    assert loglik[0] < -1e290
+    assert np.all(np.isneginf(loglik[1:]))
+
+
+def test_fit_rejects_bad_options_and_nonfinite_start():
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((50, 3)), rng.standard_normal((50, 1))
+    model = MCGSM(3, 1, 2, 2, random_state=0)
+    with pytest.raises(ValueError, match="num_grad"):
+        model.fit(X, Y, num_grad=0)
+    model.scales = np.full((2, 2), 800.0)
+    before = model.get_parameters()
+    with pytest.raises(ValueError, match="starting parameters"):
+        model.fit(X, Y)
+    for name, value in before.items():
+        np.testing.assert_array_equal(model._params[name], value)
+
+
+def test_set_parameters_is_all_or_nothing():
+    model = MCGSM(3, 1, 2, 2, random_state=0)
+    before = model.get_parameters()
+    with pytest.raises(ValueError, match="scales must be a 2-D array"):
+        model.set_parameters({"priors": np.ones((2, 2)), "scales": np.zeros((3,))})
+    np.testing.assert_array_equal(model.priors, before["priors"])
+
+
+def test_saved_files_follow_the_umask_and_symlinks(tmp_path):
+    import os
+
+    model = MCGSM(3)
+    target = tmp_path / "model.h5"
+    model.save(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    link = tmp_path / "link.h5"
+    link.symlink_to(target)
+    model.save(link)
+    assert link.is_symlink()
+    with pytest.raises(TypeError, match="save expects"):
+        io.save(42, tmp_path / "x.h5")

@@ -364,3 +364,24 @@ def test_bad_input_raises_and_leaves_the_model_unchanged(grey_model, colour_mode
 def test_constant_images_give_a_clear_error():
     with pytest.raises(ValueError, match="Cannot whiten.*constant"):
         small_model().fit(np.ones((4, 6, 6)))
+
+
+def test_hyperparameter_types_and_inpaint_arguments_are_checked(grey_model):
+    model, images = grey_model
+    images = images[:1]
+    for bad in (dict(precondition="no"), dict(extended="yes"), dict(verbose="loud"),
+                dict(random_state="seed")):
+        with pytest.raises(TypeError):
+            small_model(**bad).fit(images)
+    state = pickle.dumps(model)
+    mask = np.zeros(images.shape[1:], dtype=bool)
+    mask[3:5, 3:5] = True
+    for kwargs, match in ((dict(min_values=1, max_values=0), "exceed"),
+                          (dict(num_iter=-1), "num_iter"),
+                          (dict(num_candidates=0), "num_candidates"),
+                          (dict(step_size=np.nan), "step_size")):
+        with pytest.raises(ValueError, match=match):
+            model.inpaint(images, mask, **kwargs)
+    with pytest.raises(ValueError, match="layer"):
+        model.hidden_states(images, layer=True)
+    assert pickle.dumps(model) == state

@@ -94,3 +94,18 @@ def test_patch_model_save_load_round_trip(bsds_model, tmp_path):
     assert isinstance(loaded, PatchRIDE) and loaded.bsds300
     np.testing.assert_array_equal(loaded.loglikelihood(patches),
                                   model.loglikelihood(patches))
+
+
+def test_bsds300_gradient_ignores_the_left_out_pixel(bsds_model):
+    model, patches = bsds_model
+    x = patches[:1].copy()
+    grad = model.gradient(x)
+    assert grad[0, 7, 7] == 0.0
+    eps = 1e-6
+    for idx in [(0, 7, 6), (0, 3, 3), (0, 6, 7)]:
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric = (model.loglikelihood(up).sum() - model.loglikelihood(down).sum()) / (
+            2 * eps)
+        assert grad[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-6)

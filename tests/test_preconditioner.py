@@ -123,3 +123,9 @@ def test_bad_input():
     X0 = X.copy()
     pre.transform(X, Y)
     np.testing.assert_array_equal(X, X0)
+
+
+def test_outputs_that_are_a_function_of_the_inputs_are_singular_for_one_output():
+    X = np.random.default_rng(0).standard_normal((300, 4))
+    with pytest.raises(ValueError, match="residual output covariance is singular"):
+        WhiteningPreconditioner().fit(X, X[:, :1])
