@@ -635,6 +635,13 @@ class RIDE(BaseEstimator):
     def _finetune(self, inputs, outputs):
         """Fit the MCGSM alone with L-BFGS on fixed hidden states."""
         rng = self._rng
+        # Hidden states only of as many (random) images as the sites need.
+        sites_per_image = inputs.shape[1] * inputs.shape[2]
+        wanted = self.finetune_samples + max(self.finetune_samples // 5, 1)
+        num_images = min(inputs.shape[0], -(-wanted // sites_per_image))
+        if num_images < inputs.shape[0]:
+            chosen = np.sort(rng.choice(inputs.shape[0], num_images, replace=False))
+            inputs, outputs = inputs[chosen], outputs[chosen]
         hidden = self._hidden_in_chunks(inputs)
         keep = self._scored_sites(hidden.shape)
         h = hidden.reshape(-1, hidden.shape[-1])[keep]

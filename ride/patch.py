@@ -191,24 +191,37 @@ class PatchRIDE(RIDE):
             )
         return mask
 
-    def sample_patches(self, num_patches, patch_shape=(8, 8), random_state=None):
-        """Draw new patches from zero-initialised padded canvases."""
+    def sample_images(self, num_images, height=8, width=8, min_values=None,
+                      max_values=None, random_state=None):
+        """Draw new patches of shape ``(height, width)``.
+
+        Every patch pixel is drawn in raster order, with the zero padding as
+        context (as during training).
+
+        Returns
+        -------
+        ndarray of shape (num_images, height, width[, n_channels])
+        """
         self._check_fitted()
-        if isinstance(num_patches, bool) or not isinstance(num_patches, numbers.Integral) or (
-            num_patches < 1
-        ):
-            raise ValueError(f"num_patches must be a positive integer, got {num_patches!r}.")
-        shape = tuple(np.atleast_1d(patch_shape))
-        if len(shape) != 2 or not all(
-            isinstance(v, numbers.Integral) and v >= 1 for v in shape
-        ):
-            raise ValueError(
-                f"patch_shape must be two positive integers (h, w), got {patch_shape!r}."
-            )
-        h, w = shape
-        canvas = np.zeros((num_patches, h, w, self.n_channels_))
-        samples = self.sample(canvas, random_state=random_state)
+        for name, value in (("num_images", num_images), ("height", height),
+                            ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
+                value < 1
+            ):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        canvas = np.zeros((num_images, height, width, self.n_channels_))
+        samples = self.sample(canvas, min_values=min_values, max_values=max_values,
+                              random_state=random_state)
         return samples[..., 0] if self.n_channels_ == 1 else samples
+
+    def sample_patches(self, num_patches, patch_shape=(8, 8), random_state=None):
+        """Draw new patches; ``sample_images`` with the shape as a tuple."""
+        shape = tuple(np.atleast_1d(patch_shape))
+        if len(shape) != 2:
+            raise ValueError(
+                f"patch_shape must be (height, width), got {patch_shape!r}."
+            )
+        return self.sample_images(num_patches, *shape, random_state=random_state)
 
     def inpaint(self, *args, **kwargs):
         raise NotImplementedError(

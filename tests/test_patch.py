@@ -109,3 +109,12 @@ def test_bsds300_gradient_ignores_the_left_out_pixel(bsds_model):
         numeric = (model.loglikelihood(up).sum() - model.loglikelihood(down).sum()) / (
             2 * eps)
         assert grad[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+def test_sample_images_draws_patches(bsds_model):
+    model, _ = bsds_model
+    samples = model.sample_images(3, 8, 8, random_state=2)
+    assert samples.shape == (3, 8, 8) and np.all(np.isfinite(samples))
+    np.testing.assert_array_equal(samples, model.sample_patches(3, random_state=2))
+    with pytest.raises(ValueError, match="8x8"):
+        model.sample_images(1, 6, 6)
