@@ -1,8 +1,8 @@
 """numba kernels of the MCGSM: the per-sample mixture over components and scales.
 
 The public wrapper in :mod:`ride.mcgsm` does the matrix products (input
-projections, feature energies) with BLAS and calls these kernels for the parts
-that do not map onto a matrix product.  The exponentials in between are left
+projections, feature energies) with BLAS and calls these serial kernels for the
+parts that do not map onto a matrix product, one chunk of rows per thread.  The exponentials in between are left
 to numpy, whose SIMD ``exp`` is several times faster than a scalar loop.
 
 A forward pass is ``mixture_logits`` -> ``numpy.exp`` (in place) ->
@@ -13,22 +13,15 @@ import math
 
 import numpy as np
 
-from ._numba import jit_reduce, jit_reduce_serial, prange
+from ._numba import jit_reduce
 
 #: Shifted log-weights are clamped here before ``exp``: ``exp(-700)`` is still a
 #: normal double (about 1e-304), so the clamp is invisible in a sum whose largest
 #: term is 1, and it keeps numpy's SIMD ``exp`` off its slow underflow path.
 LOG_WEIGHT_FLOOR = -700.0
 
-#: Below this many samples the serial kernels are used: waking the thread pool
-#: costs more than the work.
-PARALLEL_THRESHOLD = 2048
 
-#: Samples per work item of the parallel loops.  Partial sums are kept per
-#: block and added in block order, so results do not depend on thread count.
-BLOCK_SIZE = 256
-
-
+@jit_reduce
 def mixture_logits(
     stacked,
     weights_sq,
@@ -80,7 +73,7 @@ def mixture_logits(
     num_scales = priors.shape[1]
     dim_out = outputs.shape[1]
     offset = num_features + num_components
-    for n in prange(num_samples):
+    for n in range(num_samples):
         top_gate = -np.inf
         top_joint = -np.inf
         for c in range(num_components):
@@ -118,6 +111,7 @@ def mixture_logits(
         max_joint[n] = top_joint
 
 
+@jit_reduce
 def mixture_reduce(
     gate,
     joint,
@@ -161,10 +155,12 @@ def mixture_reduce(
     grad_proj : ndarray of shape (N, K * D), float64
         Output: ``d loglik[n] / d (A_c x_n) = t7 L_c z`` with
         ``t7 = sum_s precisions P_out``.
-    part_priors, part_scales : ndarray of shape (n_blocks, K, S), float64
-        Output: per-block sums of ``d loglik / d priors`` and ``d loglik / d scales``.
-    part_cholesky : ndarray of shape (n_blocks, K, D, D), float64
-        Output: per-block sums of ``d loglik / d L_c`` (lower triangle).
+    part_priors, part_scales : ndarray of shape (K, S), float64
+        Output (added to): sums over the rows of ``d loglik / d priors`` and
+        ``d loglik / d scales``.
+    part_cholesky : ndarray of shape (K, D, D), float64
+        Output (added to): sum over the rows of ``d loglik / d L_c`` (lower
+        triangle).
 
     Notes
     -----
@@ -176,64 +172,54 @@ def mixture_reduce(
     dim_out = outputs.shape[1]
     offset = stacked.shape[1] - num_components * dim_out
     num_pairs = num_components * num_scales
-    num_blocks = (num_samples + BLOCK_SIZE - 1) // BLOCK_SIZE
-    for block in prange(num_blocks):
-        start = block * BLOCK_SIZE
-        stop = min(start + BLOCK_SIZE, num_samples)
-        residual = np.empty(dim_out)
-        white = np.empty(dim_out)
-        for n in range(start, stop):
-            sum_gate = 0.0
-            sum_joint = 0.0
-            for i in range(num_pairs):
-                sum_gate += gate[n, i]
-                sum_joint += joint[n, i]
-            loglik[n] = (max_joint[n] + math.log(sum_joint)) - (
-                max_gate[n] + math.log(sum_gate)
-            )
-            if not want_gradient:
-                continue
-            inv_gate = 1.0 / sum_gate
-            inv_joint = 1.0 / sum_joint
-            for c in range(num_components):
-                t0 = 0.0
-                t7 = 0.0
-                p_comp = 0.0
-                g = gate_energy[n, c]
-                q = sq_norm[n, c]
-                for s in range(num_scales):
-                    lam = precisions[c, s]
-                    p_in = gate[n, c * num_scales + s] * inv_gate
-                    p_out = joint[n, c * num_scales + s] * inv_joint
-                    t0 += lam * (p_out - p_in)
-                    t7 += lam * p_out
-                    p_comp += p_out
-                    part_priors[block, c, s] += p_out - p_in
-                    part_scales[block, c, s] += p_out * (
-                        0.5 * dim_out - 0.5 * lam * q
-                    ) + 0.5 * lam * g * (p_in - p_out)
-                grad_gate[n, c] = t0
-                for d in range(dim_out):
-                    residual[d] = (
-                        outputs[n, d] - stacked[n, offset + c * dim_out + d] - means[c, d]
-                    )
-                for e in range(dim_out):
-                    acc = 0.0
-                    for d in range(e, dim_out):
-                        acc += cholesky_factors[c, d, e] * residual[d]
-                    white[e] = acc
-                # d loglik / d r = -t7 L z ;  d loglik / d L = -t7 r z^T + P_c diag(1/L)
-                for d in range(dim_out):
-                    acc = 0.0
-                    for e in range(d + 1):
-                        acc += cholesky_factors[c, d, e] * white[e]
-                        part_cholesky[block, c, d, e] -= t7 * residual[d] * white[e]
-                    grad_proj[n, c * dim_out + d] = t7 * acc
-                    part_cholesky[block, c, d, d] += p_comp / cholesky_factors[c, d, d]
+    residual = np.empty(dim_out)
+    white = np.empty(dim_out)
+    for n in range(num_samples):
+        sum_gate = 0.0
+        sum_joint = 0.0
+        for i in range(num_pairs):
+            sum_gate += gate[n, i]
+            sum_joint += joint[n, i]
+        loglik[n] = (max_joint[n] + math.log(sum_joint)) - (
+            max_gate[n] + math.log(sum_gate)
+        )
+        if not want_gradient:
+            continue
+        inv_gate = 1.0 / sum_gate
+        inv_joint = 1.0 / sum_joint
+        for c in range(num_components):
+            t0 = 0.0
+            t7 = 0.0
+            p_comp = 0.0
+            g = gate_energy[n, c]
+            q = sq_norm[n, c]
+            for s in range(num_scales):
+                lam = precisions[c, s]
+                p_in = gate[n, c * num_scales + s] * inv_gate
+                p_out = joint[n, c * num_scales + s] * inv_joint
+                t0 += lam * (p_out - p_in)
+                t7 += lam * p_out
+                p_comp += p_out
+                part_priors[c, s] += p_out - p_in
+                part_scales[c, s] += p_out * (
+                    0.5 * dim_out - 0.5 * lam * q
+                ) + 0.5 * lam * g * (p_in - p_out)
+            grad_gate[n, c] = t0
+            for d in range(dim_out):
+                residual[d] = (
+                    outputs[n, d] - stacked[n, offset + c * dim_out + d] - means[c, d]
+                )
+            for e in range(dim_out):
+                acc = 0.0
+                for d in range(e, dim_out):
+                    acc += cholesky_factors[c, d, e] * residual[d]
+                white[e] = acc
+            # d loglik / d r = -t7 L z ;  d loglik / d L = -t7 r z^T + P_c diag(1/L)
+            for d in range(dim_out):
+                acc = 0.0
+                for e in range(d + 1):
+                    acc += cholesky_factors[c, d, e] * white[e]
+                    part_cholesky[c, d, e] -= t7 * residual[d] * white[e]
+                grad_proj[n, c * dim_out + d] = t7 * acc
+                part_cholesky[c, d, d] += p_comp / cholesky_factors[c, d, d]
 
-
-# Parallel kernels for large inputs and serial twins (same code) for small ones.
-mixture_logits_parallel = jit_reduce(mixture_logits)
-mixture_logits_serial = jit_reduce_serial(mixture_logits)
-mixture_reduce_parallel = jit_reduce(mixture_reduce)
-mixture_reduce_serial = jit_reduce_serial(mixture_reduce)

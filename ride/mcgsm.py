@@ -15,7 +15,7 @@ import numpy as np
 from scipy import optimize
 
 from . import _mcgsm_kernels as kernels
-from ._threads import single_threaded_blas
+from ._threads import run_blocks, single_threaded_blas
 from ._validation import (
     ConvergenceWarning,
     check_array,
@@ -26,8 +26,8 @@ from ._validation import (
 
 __all__ = ["MCGSM"]
 
-#: Rows per chunk when evaluating large data sets; keeps temporaries in cache.
-CHUNK_SIZE = 8192
+#: Rows per work item; small enough that a chunk's temporaries stay in cache.
+CHUNK_SIZE = 2048
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -309,25 +309,26 @@ class MCGSM:
 
     def _forward_backward_impl(self, X, Y, parameter_gradient, data_gradient):
         N = X.shape[0]
-        K, S, D = self.num_components, self.num_scales, self.dim_out
+        K, S, D, F = self.num_components, self.num_scales, self.dim_out, self.num_features
         want = parameter_gradient or data_gradient
         loglik = np.empty(N)
-        grads = {name: np.zeros(self._params[name].shape) for name in PARAMETER_GROUPS}
         grad_X = np.empty((N, self.dim_in)) if data_gradient else None
         grad_Y = np.empty((N, D)) if data_gradient else None
+        partial_grads = {}
 
         precisions = np.exp(self.scales)
         expert_const = self._expert_constant()
         weights_sq = self.weights**2
         predictors_flat = self.predictors.reshape(K * D, self.dim_in)
-        F = self.num_features
         stacked_map = np.concatenate(
             [self.features, self.linear_features.T, predictors_flat.T], axis=1
         )
-        for start in range(0, N, CHUNK_SIZE):
-            rows = slice(start, min(start + CHUNK_SIZE, N))
-            x, y = X[rows], Y[rows]
-            m = x.shape[0]
+
+        def chunk(start, stop):
+            # One thread's share: BLAS products (single-threaded), the serial
+            # kernels and numpy's exp all release the GIL.
+            x, y = X[start:stop], Y[start:stop]
+            m = stop - start
             stacked = x @ stacked_map
             energy = np.empty((m, K))
             gate = np.empty((m, K * S))
@@ -335,86 +336,57 @@ class MCGSM:
             max_gate = np.empty(m)
             max_joint = np.empty(m)
             sq_norm = np.empty((m, K))
-            serial = m < kernels.PARALLEL_THRESHOLD
-            logits_kernel = (
-                kernels.mixture_logits_serial if serial else kernels.mixture_logits_parallel
-            )
-            reduce_kernel = (
-                kernels.mixture_reduce_serial if serial else kernels.mixture_reduce_parallel
-            )
-            logits_kernel(
-                stacked,
-                weights_sq,
-                y,
-                self.priors,
-                precisions,
-                expert_const,
-                self.means,
-                self.cholesky_factors,
-                energy,
-                gate,
-                joint,
-                max_gate,
-                max_joint,
-                sq_norm,
+            kernels.mixture_logits(
+                stacked, weights_sq, y, self.priors, precisions, expert_const,
+                self.means, self.cholesky_factors, energy, gate, joint, max_gate,
+                max_joint, sq_norm,
             )
             np.exp(gate, out=gate)
             np.exp(joint, out=joint)
-            num_blocks = (m + kernels.BLOCK_SIZE - 1) // kernels.BLOCK_SIZE
-            shape_b = (num_blocks if want else 0, K, S)
             grad_gate = np.empty((m if want else 0, K))
             grad_proj = np.empty((m if want else 0, K * D))
-            part_priors = np.zeros(shape_b)
-            part_scales = np.zeros(shape_b)
-            part_chol = np.zeros(shape_b[:2] + (D, D))
-            reduce_kernel(
-                gate,
-                joint,
-                max_gate,
-                max_joint,
-                energy,
-                stacked,
-                y,
-                precisions,
-                self.means,
-                self.cholesky_factors,
-                sq_norm,
-                want,
-                loglik[rows],
-                grad_gate,
-                grad_proj,
-                part_priors,
-                part_scales,
-                part_chol,
+            part_priors = np.zeros((K, S))
+            part_scales = np.zeros((K, S))
+            part_chol = np.zeros((K, D, D))
+            kernels.mixture_reduce(
+                gate, joint, max_gate, max_joint, energy, stacked, y, precisions,
+                self.means, self.cholesky_factors, sq_norm, want, loglik[start:stop],
+                grad_gate, grad_proj, part_priors, part_scales, part_chol,
             )
             if not want:
-                continue
+                return
 
             responses = stacked[:, :F]
             # d loglik / d (X B) = -(X B) * (t0 @ beta^2)
             grad_responses = -responses * (grad_gate @ weights_sq)
             if parameter_gradient:
-                grads["priors"] += part_priors.sum(axis=0)
-                grads["scales"] += part_scales.sum(axis=0)
-                grads["cholesky_factors"] += part_chol.sum(axis=0)
-                grads["weights"] -= self.weights * (
-                    grad_gate.T @ (responses * responses)
-                )
-                grads["features"] += x.T @ grad_responses
-                grads["linear_features"] += grad_gate.T @ x
-                grads["predictors"] += (grad_proj.T @ x).reshape(K, D, -1)
-                grads["means"] += grad_proj.sum(axis=0).reshape(K, D)
+                partial_grads[start] = {
+                    "priors": part_priors,
+                    "scales": part_scales,
+                    "weights": -self.weights * (grad_gate.T @ (responses * responses)),
+                    "features": x.T @ grad_responses,
+                    "cholesky_factors": part_chol,
+                    "predictors": (grad_proj.T @ x).reshape(K, D, -1),
+                    "linear_features": grad_gate.T @ x,
+                    "means": grad_proj.sum(axis=0).reshape(K, D),
+                }
             if data_gradient:
                 gx = grad_proj @ predictors_flat
                 gx += grad_gate @ self.linear_features
                 gx += grad_responses @ self.features.T
-                grad_X[rows] = gx
-                grad_Y[rows] = -grad_proj.reshape(m, K, D).sum(axis=1)
+                grad_X[start:stop] = gx
+                grad_Y[start:stop] = -grad_proj.reshape(m, K, D).sum(axis=1)
 
-        if parameter_gradient:
-            grads["cholesky_factors"] = np.tril(grads["cholesky_factors"])
-        else:
-            grads = None
+        run_blocks(chunk, N, CHUNK_SIZE)
+
+        if not parameter_gradient:
+            return loglik, None, grad_X, grad_Y
+        # Partial sums are added in row order, whatever thread computed them.
+        grads = {name: np.zeros(self._params[name].shape) for name in PARAMETER_GROUPS}
+        for start in sorted(partial_grads):
+            for name, value in partial_grads[start].items():
+                grads[name] += value
+        grads["cholesky_factors"] = np.tril(grads["cholesky_factors"])
         return loglik, grads, grad_X, grad_Y
 
     def _gate_log_weights(self, X):

@@ -25,14 +25,11 @@ Layout of the per-site vectors (``H = num_hiddens``, ``C = num_inputs``):
 """
 
 import numbers
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 
 from ride._numba import jit, jit_contract, jit_vectorised
-from ride._threads import single_threaded_blas
+from ride._threads import run_blocks, single_threaded_blas
 
 __all__ = ["SpatialLSTM", "slstm_forward", "slstm_backward", "slstm_step"]
 
@@ -589,48 +586,9 @@ def _check_parameters(weights, biases, extended):
 # number of rows, never on the number of threads, so every row sees the same
 # arithmetic however many threads run.  A block's gates are computed right
 # after its product, while the pre-activations are still in the cache.
-_POOL_LOCK = threading.Lock()
-_POOLS = {}
 _BLOCK_ROWS = 128
 # Row chunks of the final weight-gradient product (summed in a fixed order).
 _REDUCTION_ROWS = 4096
-
-
-def _thread_pool(num_threads):
-    """A pool of ``num_threads - 1`` workers (the caller is the last one)."""
-    with _POOL_LOCK:
-        pool = _POOLS.get(num_threads)
-        if pool is None:
-            pool = ThreadPoolExecutor(num_threads - 1,
-                                      thread_name_prefix="ride-slstm")
-            _POOLS[num_threads] = pool
-    return pool
-
-
-def _run_blocks(function, count, block_rows=_BLOCK_ROWS):
-    """Call ``function(start, stop)`` once per block of ``range(count)``.
-
-    The blocks have about ``block_rows`` rows each and boundaries that depend
-    only on ``count``.  Up to ``numba.get_num_threads()`` threads each take a
-    contiguous run of blocks, in order; the calling thread takes the first run.
-    """
-    num_blocks = max(1, -(-count // block_rows))
-    bounds = [count * b // num_blocks for b in range(num_blocks + 1)]
-    num_threads = min(numba.get_num_threads(), num_blocks)
-
-    def run(first, last):
-        for b in range(first, last):
-            function(bounds[b], bounds[b + 1])
-
-    if num_threads <= 1:
-        run(0, num_blocks)
-        return
-    pool = _thread_pool(num_threads)
-    runs = [num_blocks * t // num_threads for t in range(num_threads + 1)]
-    futures = [pool.submit(run, runs[t], runs[t + 1]) for t in range(1, num_threads)]
-    run(runs[0], runs[1])
-    for future in futures:
-        future.result()
 
 
 def _weight_gradient(grad_pre, y):
@@ -653,7 +611,7 @@ def _weight_gradient(grad_pre, y):
     def product(start, stop):
         partials[start] = np.dot(grad_pre[start:stop].T, y[start:stop])
 
-    _run_blocks(product, total, _REDUCTION_ROWS)
+    run_blocks(product, total, _REDUCTION_ROWS)
     starts = sorted(partials)
     result = partials[starts[0]]
     for start in starts[1:]:
@@ -782,7 +740,7 @@ def slstm_forward(weights, biases, inputs, extended=False, nonlinearity="tanh"):
                 _forward_rows(d, first_i, start, stop, gates, cells, y, hidden,
                               site_row, zeros, num_inputs, extended, relu)
 
-            _run_blocks(advance, int(layout.offset[d + 1]) - offset)
+            run_blocks(advance, int(layout.offset[d + 1]) - offset, _BLOCK_ROWS)
 
     cache = _ForwardCache(inputs.shape, dtype, extended, relu, layout, y, gates,
                           cells)
@@ -889,7 +847,7 @@ def slstm_backward(weights, cache, grad_hidden, extended=False, nonlinearity="ta
                     _store_input_gradient(d, first_i, start, stop, grad_y[cur],
                                           grad_inputs)
 
-            _run_blocks(pull, next_offset - offset)
+            run_blocks(pull, next_offset - offset, _BLOCK_ROWS)
 
         # The trailing column of ones in y turns the last column into the biases.
         grad_augmented = _weight_gradient(grad_pre, cache.y)
