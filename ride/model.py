@@ -26,7 +26,12 @@ import numpy as np
 
 from ._base import BaseEstimator, Progress
 from ._threads import single_threaded_blas
-from ._validation import ConvergenceWarning, NotFittedError, check_random_state
+from ._validation import (
+    ConvergenceWarning,
+    NotFittedError,
+    check_positive_int,
+    check_random_state,
+)
 from .mcgsm import MCGSM
 from .neighborhoods import (
     causal_masks,
@@ -986,10 +991,7 @@ class RIDE(BaseEstimator):
         self._check_fitted()
         for name, value in (("num_images", num_images), ("height", height),
                             ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-                value < 1
-            ):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            check_positive_int(value, name)
         rng = self._rng if random_state is None else check_random_state(random_state)
         rows, cols = self.scored_region
         i_off, j_off = output_offset(self.output_mask_)

@@ -10,10 +10,10 @@ in nats per 63-dimensional patch.
 """
 
 import math
-import numbers
 
 import numpy as np
 
+from ._validation import check_positive_int
 from .model import RIDE
 from .neighborhoods import output_offset
 
@@ -205,10 +205,7 @@ class PatchRIDE(RIDE):
         self._check_fitted()
         for name, value in (("num_images", num_images), ("height", height),
                             ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (
-                value < 1
-            ):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            check_positive_int(value, name)
         canvas = np.zeros((num_images, height, width, self.n_channels_))
         samples = self.sample(canvas, min_values=min_values, max_values=max_values,
                               random_state=random_state)

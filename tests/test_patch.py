@@ -16,6 +16,17 @@ def small_patch_model(**kwargs):
     return PatchRIDE(**params)
 
 
+def assert_matches_finite_differences(model, x, grad, indices, eps=1e-6):
+    """Central differences of the total log-likelihood at the given pixels."""
+    for idx in indices:
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        numeric = (model.loglikelihood(up).sum() - model.loglikelihood(down).sum()) / (
+            2 * eps)
+        assert grad[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def bsds_model():
     patches = bsds300_to_patches(
@@ -67,14 +78,7 @@ def test_patch_gradient_matches_finite_differences():
     x = patches[:2].copy()
     grad = model.gradient(x)
     assert grad.shape == x.shape
-    eps = 1e-6
-    for idx in [(0, 0, 0), (1, 2, 3), (0, 3, 3)]:
-        up, down = x.copy(), x.copy()
-        up[idx] += eps
-        down[idx] -= eps
-        numeric = (model.loglikelihood(up).sum() - model.loglikelihood(down).sum()) / (
-            2 * eps)
-        assert grad[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    assert_matches_finite_differences(model, x, grad, [(0, 0, 0), (1, 2, 3), (0, 3, 3)])
 
 
 def test_bad_patches():
@@ -101,14 +105,7 @@ def test_bsds300_gradient_ignores_the_left_out_pixel(bsds_model):
     x = patches[:1].copy()
     grad = model.gradient(x)
     assert grad[0, 7, 7] == 0.0
-    eps = 1e-6
-    for idx in [(0, 7, 6), (0, 3, 3), (0, 6, 7)]:
-        up, down = x.copy(), x.copy()
-        up[idx] += eps
-        down[idx] -= eps
-        numeric = (model.loglikelihood(up).sum() - model.loglikelihood(down).sum()) / (
-            2 * eps)
-        assert grad[idx] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    assert_matches_finite_differences(model, x, grad, [(0, 7, 6), (0, 3, 3), (0, 6, 7)])
 
 
 def test_sample_images_draws_patches(bsds_model):
