@@ -2,12 +2,24 @@
 
 Public names
 ------------
+RIDE
+    The image density estimator: spatial LSTMs topped by an MCGSM.
+PatchRIDE
+    RIDE for fixed-size patches, including the BSDS300 protocol.
+SpatialLSTM
+    One spatial LSTM layer (forward, backward and single-site steps).
 MCGSM
     Mixture of conditional Gaussian scale mixtures, ``p(y | x)``.
 WhiteningPreconditioner
     Conditional whitening of input/output pairs.
 load, save
     HDF5 persistence for every ``ride`` model.
+NotFittedError, ConvergenceWarning
+    Raised or warned by the estimators.
+
+Modules ``ride.datasets`` (embedded images, dead leaves, patches, BSDS300) and
+``ride.neighborhoods`` (causal masks, extraction and its adjoint) hold the
+data helpers.
 """
 
 from ._validation import ConvergenceWarning, NotFittedError

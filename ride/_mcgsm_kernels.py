@@ -165,7 +165,7 @@ def mixture_reduce(
     Notes
     -----
     ``P_in`` and ``P_out`` are the posteriors over pairs given ``x`` alone and
-    given ``x`` and ``y`` (Theis et al., 2012; SPEC section 1.3).
+    given ``x`` and ``y`` (Theis, Hosseini & Bethge, 2012).
     """
     num_samples, num_components = gate_energy.shape
     num_scales = precisions.shape[1]

@@ -1,11 +1,12 @@
-"""Threads: keep BLAS and numba from competing for the same cores.
+"""Threads: how ``ride`` uses the cores.
 
-OpenBLAS worker threads keep spinning for a while after a matrix product.
-When a parallel numba kernel runs right after one, the two thread pools fight
-over the cores and both slow down (measured: the MCGSM log-likelihood ran
-2.9 times faster on 2 cores with BLAS limited to one thread).  Code that
-interleaves BLAS calls with parallel numba kernels therefore runs inside
-:func:`single_threaded_blas`, and lets numba use the cores.
+OpenBLAS worker threads keep spinning for a while after a matrix product, and
+numba's OpenMP workers do the same after a parallel region; interleaved, the
+two pools fight over the cores and both slow down (measured: the MCGSM
+log-likelihood ran 2.9 times faster on 2 cores once BLAS was limited to one
+thread).  So numerical work runs inside :func:`single_threaded_blas`, and each
+of ``numba.get_num_threads()`` Python threads does the matrix products and the
+kernels of its own rows.
 
 Work is spread with :func:`run_blocks` over plain Python threads that run
 nogil numba kernels, BLAS products and numpy ufuncs (all of which release the

@@ -143,16 +143,22 @@ def check_pair(X, Y, dim_in=None, dim_out=None, names=("X", "Y")):
 
 
 def check_random_state(random_state):
-    """Turn ``None``, an int or a Generator into a ``numpy.random.Generator``."""
+    """Turn ``None``, an int, a SeedSequence or a Generator into a Generator.
+
+    A legacy ``RandomState`` is accepted too: a Generator is seeded from it.
+    """
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, np.random.SeedSequence):
+        return np.random.default_rng(random_state)
     if random_state is None or isinstance(random_state, numbers.Integral):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.RandomState):
         # Derive a Generator deterministically from the legacy state.
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
     raise TypeError(
-        "random_state must be None, an int or a numpy.random.Generator, got "
+        "random_state must be None, an int, a numpy.random.SeedSequence or a "
+        "numpy.random.Generator, got "
         f"{type(random_state).__name__}."
     )
 

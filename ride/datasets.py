@@ -8,9 +8,10 @@
   stand-in with the same layout built from the embedded images.
 * Unit conversion from continuous log-likelihoods to bits per pixel.
 
-Units: log-likelihoods are natural logarithms (nats); "bits per pixel" always
-means bits per scalar pixel value (per pixel and channel) of 8-bit data on the
-0-255 scale.
+Units: log-likelihoods are natural logarithms (nats).  ``bits_per_pixel_8bit``
+gives bits per scalar pixel value (per pixel and channel) of 8-bit data on the
+0-255 scale; ``bits_per_pixel`` gives bits per value in the space where the
+density was evaluated.
 """
 
 import functools

@@ -99,6 +99,9 @@ class MCGSM:
         Output offsets ``m_c``.
     n_iter_ : int
         L-BFGS iterations run by the last ``fit``.
+    best_iteration_ : int
+        The iteration whose parameters ``fit`` kept: ``n_iter_``, or with
+        validation data the best-validating iteration (0 = the start).
     converged_ : bool
         Whether the last ``fit`` stopped on a convergence criterion (objective
         change, gradient or early stopping) rather than ``max_iter``.
@@ -172,7 +175,7 @@ class MCGSM:
         }
 
     def _init_parameters(self):
-        """Random initialisation of the original toolkit (SPEC section 1.6)."""
+        """Random initialisation of the original toolkit (cmt)."""
         rng = self._rng
         K, S, F = self.num_components, self.num_scales, self.num_features
         n, D = self.dim_in, self.dim_out
@@ -596,7 +599,7 @@ class MCGSM:
     # ---------------------------------------------------------- initialising
 
     def initialize(self, X, Y):
-        """Data-dependent initialisation (SPEC section 1.6).
+        """Data-dependent initialisation.
 
         Sets the predictors near the least-squares regression of ``Y`` on
         ``X``, the Cholesky factors to the precision of its residual, and the
@@ -774,6 +777,7 @@ class MCGSM:
         index = {name: idx for name, idx in index.items() if idx.size}
 
         self.n_iter_ = 0
+        self.best_iteration_ = 0
         self.converged_ = False
         self.objective_history_ = []
         self.validation_history_ = []
@@ -795,6 +799,7 @@ class MCGSM:
         state = {
             "best_x": x0.copy(),
             "best_valid": np.inf,
+            "best_iteration": 0,
             "bad_checks": 0,
             "last_x": x0.copy(),
             "last_f": None,
@@ -808,6 +813,7 @@ class MCGSM:
             if value < state["best_valid"]:
                 state["best_valid"] = value
                 state["best_x"] = self._pack(self._params, index)
+                state["best_iteration"] = iteration
                 state["bad_checks"] = 0
             else:
                 state["bad_checks"] += 1
@@ -900,10 +906,12 @@ class MCGSM:
                 RuntimeWarning,
                 stacklevel=2,
             )
+        self.best_iteration_ = self.n_iter_
         if validate:
             final_valid = self.evaluate(X_valid, Y_valid)
             if state["best_valid"] <= final_valid:
                 self._unpack(state["best_x"], index)
+                self.best_iteration_ = state["best_iteration"]
             elif self.verbose >= 1:
                 print(f"[MCGSM] final parameters validate at {final_valid:.5f} bit/dim")
         self.converged_ = state["reason"] not in ("max_iter", "nonfinite")

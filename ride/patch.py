@@ -37,9 +37,9 @@ class PatchRIDE(RIDE):
     -----
     Patches are padded with zeros: ``k`` rows on top and ``k`` columns on each
     side for ``nb_size = 2k + 1``.  Fixes relative to the original patch models
-    (SPEC section 8): the left-out pixel is excluded from the MCGSM gradient as
-    well as from the loss (Q19), ``evaluate`` is a properly weighted mean per
-    pixel and channel (Q20), and samples satisfy the zero-sum constraint (Q21).
+    of the BSDS300 protocol: the left-out pixel is excluded from the MCGSM
+    gradient as well as from the loss, ``evaluate`` is a properly weighted mean
+    per pixel and channel, and samples satisfy the zero-sum constraint.
     """
 
     def __init__(self, num_hiddens=64, num_layers=1, num_components=32, num_scales=4,
@@ -149,7 +149,18 @@ class PatchRIDE(RIDE):
         grad = grad if grad.ndim == 4 else grad[..., None]
         return self._unpad(grad, was_3d)
 
+    @property
+    def scored_region(self):
+        """Every patch pixel is scored: ``(slice(None), slice(None))``."""
+        return slice(None), slice(None)
+
     def hidden_states(self, patches, layer=None):
+        """Hidden states at every patch pixel.
+
+        Returns
+        -------
+        ndarray of shape (n_patches, h, w, num_hiddens)
+        """
         padded, _, _ = self._pad(patches)
         return super().hidden_states(padded, layer=layer)
 

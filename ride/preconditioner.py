@@ -49,7 +49,7 @@ class WhiteningPreconditioner:
 
     Notes
     -----
-    Rows are data points, as everywhere in ``ride``.  See SPEC section 3 and
+    Rows are data points, as everywhere in ``ride``.  See
     Theis & Bethge (2015), section 3.
     """
 
