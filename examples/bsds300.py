@@ -139,7 +139,7 @@ def main(argv=None):
         print("NOTE: stand-in data from the embedded images; these numbers are NOT "
               "comparable to published BSDS300 results.")
     else:
-        print(f"NOTE: trained on {sizes['train']:,} patches only; published BSDS300 "
+        print(f"NOTE: trained on {len(data['train']):,} patches only; published BSDS300 "
               "numbers use the full training set and much longer training.")
     print()
     results.update(source=source, sizes={k: len(v) for k, v in data.items()})

@@ -64,8 +64,8 @@ CONFIGS = {
         "model": {"num_hiddens": 16, "num_components": 4, "num_features": 8,
                   "finetune_samples": 20_000},
         "stages": [
-            {"patch_size": 16, "num_patches": 3_000, "num_epochs": 1,
-             "learning_rate": 1.0, "finetune_iter": 30},
+            {"patch_size": 16, "num_patches": 4_000, "num_epochs": 2,
+             "learning_rate": 0.3, "finetune_iter": 30},
         ],
         "size": 64,
     },
