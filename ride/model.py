@@ -914,7 +914,7 @@ class RIDE(BaseEstimator):
 
         Returns
         -------
-        samples : ndarray, shape of ``images``
+        samples : ndarray of float64, shape of ``images``
         loglik : ndarray, only if ``return_loglik``
         """
         self._check_fitted()
@@ -1024,7 +1024,8 @@ class RIDE(BaseEstimator):
         ----------
         images : ndarray of shape (n_images, height, width[, n_channels])
         mask : ndarray of bool, shape (height, width) or (n_images, height, width)
-            Pixels to fill; all other pixels are returned bit for bit unchanged.
+            Pixels to fill; all other pixels are returned unchanged (as float64,
+            so bit for bit for float64 input).
         num_iter : int, default=50
         step_size : float, default=0.5
         num_candidates : int, default=3
@@ -1033,7 +1034,7 @@ class RIDE(BaseEstimator):
 
         Returns
         -------
-        ndarray, shape of ``images``
+        ndarray of float64, shape of ``images``
         """
         self._check_fitted()
         array, was_3d = self._validate_images(images, channels=self.n_channels_)
