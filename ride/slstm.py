@@ -664,6 +664,27 @@ class _ForwardCache:
 # ---------------------------------------------------------------------------
 
 
+def _check_call(weights, biases, inputs, extended, nonlinearity, ndim):
+    """Validate the arguments shared by the forward pass and the single step.
+
+    Returns ``(relu, extended, weights, biases, inputs, num_inputs,
+    num_hiddens)`` with ``inputs`` an ``ndim``-D float array whose last axis
+    has ``num_inputs`` entries.
+    """
+    relu = _NONLINEARITIES[_check_nonlinearity(nonlinearity)]
+    extended = bool(extended)
+    weights, biases, num_inputs, num_hiddens = _check_parameters(
+        weights, biases, extended
+    )
+    inputs = _check_float_array(inputs, "inputs", ndim)
+    if inputs.shape[-1] != num_inputs:
+        raise ValueError(
+            f"inputs have {inputs.shape[-1]} channels (last axis of shape "
+            f"{inputs.shape}) but the layer expects num_inputs={num_inputs}."
+        )
+    return relu, extended, weights, biases, inputs, num_inputs, num_hiddens
+
+
 def slstm_forward(weights, biases, inputs, extended=False, nonlinearity="tanh"):
     """Run a spatial LSTM layer over whole grids.
 
@@ -691,17 +712,9 @@ def slstm_forward(weights, biases, inputs, extended=False, nonlinearity="tanh"):
     -----
     Theis & Bethge (2015), section 2.  States outside the grid are zero.
     """
-    relu = _NONLINEARITIES[_check_nonlinearity(nonlinearity)]
-    extended = bool(extended)
-    weights, biases, num_inputs, num_hiddens = _check_parameters(
-        weights, biases, extended
+    relu, extended, weights, biases, inputs, num_inputs, num_hiddens = _check_call(
+        weights, biases, inputs, extended, nonlinearity, ndim=4
     )
-    inputs = _check_float_array(inputs, "inputs", 4)
-    if inputs.shape[3] != num_inputs:
-        raise ValueError(
-            f"inputs have {inputs.shape[3]} channels (last axis of shape "
-            f"{inputs.shape}) but the layer expects num_inputs={num_inputs}."
-        )
     if 0 in inputs.shape[:3]:
         raise ValueError(
             f"inputs must hold at least one image of at least 1x1 sites, got shape "
@@ -883,16 +896,9 @@ def slstm_step(weights, biases, inputs, h_left, c_left, h_up, c_up, extended=Fal
     a grid in raster order reproduces the grid pass (up to the rounding of the
     matrix product, which BLAS may block differently).
     """
-    relu = _NONLINEARITIES[_check_nonlinearity(nonlinearity)]
-    extended = bool(extended)
-    weights, biases, num_inputs, num_hiddens = _check_parameters(
-        weights, biases, extended
+    relu, extended, weights, biases, inputs, num_inputs, num_hiddens = _check_call(
+        weights, biases, inputs, extended, nonlinearity, ndim=2
     )
-    inputs = _check_float_array(inputs, "inputs", 2)
-    if inputs.shape[1] != num_inputs:
-        raise ValueError(
-            f"inputs must have shape (n, {num_inputs}), got {inputs.shape}."
-        )
     batch = inputs.shape[0]
     states = {}
     for name, value in (("h_left", h_left), ("c_left", c_left), ("h_up", h_up),
