@@ -385,3 +385,13 @@ def test_hyperparameter_types_and_inpaint_arguments_are_checked(grey_model):
     with pytest.raises(ValueError, match="layer"):
         model.hidden_states(images, layer=True)
     assert pickle.dumps(model) == state
+
+
+def test_verbose_output(capsys):
+    images = dead_leaves(8, 8, random_state=16)
+    small_model(verbose=0).fit(images)
+    assert capsys.readouterr().out == ""
+    small_model(verbose=1).fit(images)
+    out = capsys.readouterr().out
+    assert "[RIDE] epoch 1: loss" in out and "bit/pixel/channel" in out
+    assert "[RIDE] fine-tuning MCGSM" in out
