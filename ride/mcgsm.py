@@ -257,11 +257,6 @@ class MCGSM:
             f"num_features={self.num_features})"
         )
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_params"] = {k: v.copy() for k, v in self._params.items()}
-        return state
-
     # -------------------------------------------------------------- validation
 
     def _check_data(self, X, Y=None, names=("X", "Y")):

@@ -15,7 +15,6 @@ columns, which only serve as context.  :attr:`RIDE.scored_region` gives the
 slices into the image.
 """
 
-import copy
 import json
 import math
 import numbers
@@ -582,25 +581,31 @@ class RIDE(BaseEstimator):
         progress = Progress(num_images * sites_per_image, "[RIDE] training", "sites",
                             enabled=self.verbose >= 1)
         losses = []
+        last_good = None
         for step, batch in enumerate(batches, start=1):
             batch = np.sort(batch)
-            backup = [p.copy() for p in params]
             result = self._batch_loss_and_gradient(
                 inputs[batch], outputs[batch], lowest, index
             )
             if result is None:
-                self._restore(params, backup, index)
+                # The current parameters came from the last update; go back to
+                # the ones before it, which gave a finite loss and gradient.
+                if last_good is not None:
+                    for p, good in zip(params, last_good):
+                        p[...] = good
+                    self.mcgsm_._unpack(params[-1], index)
                 warnings.warn(
                     f"RIDE.fit: the loss or its gradient became non-finite at batch "
-                    f"{step} of epoch {self.n_epochs_ + 1}; kept the parameters "
-                    f"from before that batch and stopped training. Lower the "
-                    f"learning_rate (now {rate}).",
+                    f"{step} of epoch {self.n_epochs_ + 1}; restored the parameters "
+                    f"of the last batch with a finite loss and stopped training. "
+                    f"Lower the learning_rate (now {rate}).",
                     RuntimeWarning,
                     stacklevel=3,
                 )
                 return None
             loss, grads, mcgsm_grad = result
             grads.append(mcgsm_grad)
+            last_good = [p.copy() for p in params]
             if self.method == "sgd":
                 for p, v, g in zip(params, first, grads):
                     v *= self.momentum
@@ -620,7 +625,8 @@ class RIDE(BaseEstimator):
             losses.append(bits)
             self.loss_history_.append(bits)
             progress.update(len(batch) * sites_per_image,
-                            extra=f", loss {np.mean(losses[-20:]):.4f} bit/px")
+                            extra=f", loss {np.mean(losses[-20:]):.4f} "
+                            "bit/pixel/channel")
 
         mean_loss = float(np.mean(losses))
         if self.verbose >= 1:
@@ -632,11 +638,6 @@ class RIDE(BaseEstimator):
                 flush=True,
             )
         return {"epoch": self.n_epochs_ + 1, "train_loss": mean_loss}
-
-    def _restore(self, params, backup, index):
-        for p, b in zip(params, backup):
-            p[...] = b
-        self.mcgsm_._unpack(params[-1], index)
 
     def _finetune(self, inputs, outputs):
         """Fit the MCGSM alone with L-BFGS on fixed hidden states."""
@@ -1082,9 +1083,6 @@ class RIDE(BaseEstimator):
         return best[..., 0] if was_3d else best
 
     # ------------------------------------------------------------ persistence
-
-    def __getstate__(self):
-        return copy.copy(self.__dict__)
 
     def save(self, path):
         """Save to an HDF5 file, atomically (see ``ride.io.save``)."""

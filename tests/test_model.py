@@ -275,6 +275,8 @@ def test_nan_loss_keeps_last_good_parameters():
         assert np.all(np.isfinite(layer.weights))
     for name in PARAMETER_GROUPS:
         assert np.all(np.isfinite(model.mcgsm_._params[name]))
+    # the restored parameters are the last ones that gave a finite loss
+    assert np.isfinite(model.evaluate(images))
 
 
 def test_lstm_beats_mcgsm_on_structured_images():
